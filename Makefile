@@ -1,0 +1,71 @@
+# Cordon: every entry point. `make help` lists them.
+#
+# Builds share one cargo target directory; set CARGO_TARGET_DIR to keep it outside the clone
+# (.ci/run does). The Python tools (moto, pytest) live in a project-local virtualenv, .venv/.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+VPY := $(VENV)/bin/python
+BIN_DIR := $(CARGO_TARGET_DIR)/debug
+STATE_DIR := $(CURDIR)/.local
+LOCAL_AWS := cd integration-tests && CORDON_BIN_DIR=$(BIN_DIR) $(VPY) -m local_aws
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: integration-tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r integration-tests/requirements.txt
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Install the local AWS stack's Python tools (moto, boto3, pytest) into .venv/
+
+.PHONY: build
+build: ## Build every step binary (debug profile, as the local stack runs them)
+	cargo build --locked --workspace --bins
+
+.PHONY: local-up
+local-up: venv build ## Start the local AWS stack and print its environment (leave it running)
+	@$(LOCAL_AWS) up --bin-dir $(BIN_DIR) --state-dir $(STATE_DIR)
+
+.PHONY: local-down
+local-down: ## Stop the local AWS stack
+	@if [ -x $(VPY) ]; then $(LOCAL_AWS) down --state-dir $(STATE_DIR); fi
+
+.PHONY: demo
+demo: venv build ## Run a full incident response on the seeded instance in the local stack
+	@$(LOCAL_AWS) down --state-dir $(STATE_DIR) >/dev/null 2>&1 || true
+	@$(LOCAL_AWS) up --bin-dir $(BIN_DIR) --state-dir $(STATE_DIR) >/dev/null
+	@status=0; $(LOCAL_AWS) demo --state-dir $(STATE_DIR) || status=$$?; \
+	  $(LOCAL_AWS) down --state-dir $(STATE_DIR) >/dev/null; exit $$status
+
+.PHONY: fmt
+fmt: ## Format the Rust code
+	cargo fmt --all
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+.PHONY: unit
+unit: ## Unit tests (AWS mocked on the real SDK clients)
+	cargo test --locked --workspace
+
+.PHONY: integration
+integration: venv build ## Integration tests: the real state machine and binaries on the local stack
+	cd integration-tests && CORDON_BIN_DIR=$(BIN_DIR) $(VPY) -m pytest -q -p no:cacheprovider
+
+.PHONY: test
+test: lint unit integration ## Everything CI runs: lint, unit and integration tests
+
+.PHONY: clean
+clean: local-down ## Remove build output, the virtualenv and local stack state
+	rm -rf $(VENV) $(STATE_DIR) target

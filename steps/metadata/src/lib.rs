@@ -1,0 +1,349 @@
+//! Step 1, metadata. Two actions, chosen by the state machine:
+//! - `validate` takes the raw execution input and the execution name and returns the validated
+//!   [`Incident`]; it calls nothing in AWS, so a bad request ends the execution as `InvalidInput`
+//!   before anything is touched.
+//! - `record` describes the instance (volumes, network interfaces, security groups, instance
+//!   profile association, tags) into `metadata.json`, and what undoing containment would need
+//!   (groups per interface, profile, termination protection, shutdown behaviour,
+//!   DeleteOnTermination per volume, Auto Scaling group, target groups) into
+//!   `pre-incident-state.json`; it reports whether SSM can reach the instance and returns a small
+//!   summary. It changes nothing. A rerun for the same incident keeps what the first run recorded
+//!   (the state *before* the response is the one an undo needs) and returns it again.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Instance, InstanceAttributeName};
+use cordon_common::lookup::{self, filter, SsmStatus, TargetRegistration};
+use cordon_common::{lambda, Artifact, EvidenceWriter, Incident, StepError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+mod render;
+
+pub const STEP: &str = "metadata";
+
+pub const METADATA: &str = "metadata.json";
+pub const PRE_INCIDENT_STATE: &str = "pre-incident-state.json";
+
+pub struct Clients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    pub evidence: EvidenceWriter,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Event {
+    Validate {
+        request: Value,
+        execution_name: String,
+    },
+    Record {
+        incident: Value,
+    },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Output {
+    Validated { incident: Incident },
+    Recorded(Summary),
+}
+
+/// What "Record metadata" hands on: enough for the next steps to choose, no more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub instance_id: String,
+    pub state: Option<String>,
+    /// `linux` or `windows` (EC2 reports only Windows; everything else is Linux/UNIX).
+    pub platform: String,
+    pub vpc_id: Option<String>,
+    pub volume_ids: Vec<String>,
+    pub network_interface_ids: Vec<String>,
+    /// The instance profile associated before the response, if any.
+    pub profile_arn: Option<String>,
+    pub auto_scaling_group: Option<String>,
+    pub target_groups: Vec<TargetRegistration>,
+    /// Whether SSM can run commands on it now (asked afresh on every run).
+    pub ssm: SsmStatus,
+    /// The pre-incident state was recorded by an earlier attempt or execution and kept.
+    #[serde(default)]
+    pub resumed: bool,
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+}
+
+/// What undoing containment needs: every value Cordon is about to change, as it was before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreIncidentState {
+    pub instance_id: String,
+    pub security_groups_by_interface: BTreeMap<String, Vec<String>>,
+    pub instance_profile: Option<ProfileAssociation>,
+    pub disable_api_termination: Option<bool>,
+    pub instance_initiated_shutdown_behavior: Option<String>,
+    /// Volume ID → (device name, DeleteOnTermination).
+    pub delete_on_termination: BTreeMap<String, VolumeTermination>,
+    pub auto_scaling_group: Option<String>,
+    pub target_groups: Vec<TargetRegistration>,
+    pub tags: BTreeMap<String, String>,
+    /// The summary handed to the state machine, kept so that a rerun returns the same one.
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileAssociation {
+    pub association_id: Option<String>,
+    pub arn: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeTermination {
+    pub device_name: String,
+    pub delete_on_termination: bool,
+}
+
+pub async fn handle(clients: &Clients, event: Value) -> Result<Output, StepError> {
+    match lambda::parse::<Event>(event)? {
+        Event::Validate {
+            request,
+            execution_name,
+        } => Ok(Output::Validated {
+            incident: Incident::from_request(request, &execution_name)?,
+        }),
+        Event::Record { incident } => {
+            let incident = Incident::from_value(incident)?;
+            Ok(Output::Recorded(record(clients, &incident).await?))
+        }
+    }
+}
+
+/// Describes the instance and everything attached to it, and writes `metadata.json` and
+/// `pre-incident-state.json`, unless an earlier run for this incident already did.
+#[tracing::instrument(skip(clients), fields(instance_id = %incident.instance_id, incident_id = %incident.incident_id))]
+pub async fn record(clients: &Clients, incident: &Incident) -> Result<Summary, StepError> {
+    let id = incident.instance_id.as_str();
+    let instance = lookup::describe_instance(&clients.ec2, id).await?;
+    let ssm = lookup::ssm_status(&clients.ssm, id).await?;
+
+    if let Some(bytes) = clients.evidence.get(incident, PRE_INCIDENT_STATE).await? {
+        let stored: PreIncidentState = serde_json::from_slice(&bytes).map_err(|e| {
+            StepError::invalid(format!("stored {PRE_INCIDENT_STATE} is unreadable: {e}"))
+        })?;
+        tracing::info!("pre-incident state already recorded for this incident; keeping it");
+        let mut artifacts = Vec::new();
+        for name in [METADATA, PRE_INCIDENT_STATE] {
+            artifacts.extend(clients.evidence.existing(incident, name).await?);
+        }
+        return Ok(Summary {
+            ssm,
+            resumed: true,
+            artifacts,
+            ..stored.summary
+        });
+    }
+
+    let volumes = clients
+        .ec2
+        .describe_volumes()
+        .filters(filter("attachment.instance-id", id))
+        .send()
+        .await
+        .map_err(|e| StepError::aws("DescribeVolumes", e))?;
+
+    let mut group_ids: Vec<String> = instance
+        .network_interfaces()
+        .iter()
+        .flat_map(|eni| eni.groups())
+        .chain(instance.security_groups())
+        .filter_map(|g| g.group_id().map(str::to_owned))
+        .collect();
+    group_ids.sort();
+    group_ids.dedup();
+    let groups = if group_ids.is_empty() {
+        Vec::new()
+    } else {
+        clients
+            .ec2
+            .describe_security_groups()
+            .set_group_ids(Some(group_ids))
+            .send()
+            .await
+            .map_err(|e| StepError::aws("DescribeSecurityGroups", e))?
+            .security_groups
+            .unwrap_or_default()
+    };
+
+    let associations = clients
+        .ec2
+        .describe_iam_instance_profile_associations()
+        .filters(filter("instance-id", id))
+        .send()
+        .await
+        .map_err(|e| StepError::aws("DescribeIamInstanceProfileAssociations", e))?;
+    let association = associations
+        .iam_instance_profile_associations()
+        .iter()
+        .find(|a| {
+            matches!(
+                a.state().map(|s| s.as_str()),
+                Some("associated") | Some("associating")
+            )
+        });
+
+    let termination = clients
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(InstanceAttributeName::DisableApiTermination)
+        .send()
+        .await
+        .map_err(|e| StepError::aws("DescribeInstanceAttribute", e))?;
+    let shutdown = clients
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+        .send()
+        .await
+        .map_err(|e| StepError::aws("DescribeInstanceAttribute", e))?;
+    let auto_scaling_group = lookup::auto_scaling_group(&clients.autoscaling, id).await?;
+    let target_groups = lookup::target_registrations(&clients.elbv2, instance.vpc_id(), id).await?;
+
+    let metadata = serde_json::json!({
+        "incident_id": incident.incident_id,
+        "instance": render::instance(&instance),
+        "volumes": volumes.volumes().iter().map(render::volume).collect::<Vec<_>>(),
+        "security_groups": groups.iter().map(render::security_group).collect::<Vec<_>>(),
+        "iam_instance_profile_associations": associations
+            .iam_instance_profile_associations()
+            .iter()
+            .map(render::association)
+            .collect::<Vec<_>>(),
+        "auto_scaling_group": auto_scaling_group,
+        "target_groups": target_groups,
+        "ssm": ssm,
+    });
+
+    let summary = Summary {
+        instance_id: id.to_owned(),
+        state: instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_owned()),
+        platform: platform(&instance).to_owned(),
+        vpc_id: instance.vpc_id().map(str::to_owned),
+        volume_ids: render::volume_ids(&instance),
+        network_interface_ids: instance
+            .network_interfaces()
+            .iter()
+            .filter_map(|n| n.network_interface_id().map(str::to_owned))
+            .collect(),
+        profile_arn: association
+            .and_then(|a| a.iam_instance_profile())
+            .and_then(|p| p.arn())
+            .map(str::to_owned),
+        auto_scaling_group: auto_scaling_group.clone(),
+        target_groups: target_groups.clone(),
+        ssm,
+        resumed: false,
+        artifacts: Vec::new(),
+    };
+    let pre_incident = PreIncidentState {
+        instance_id: id.to_owned(),
+        security_groups_by_interface: instance
+            .network_interfaces()
+            .iter()
+            .filter_map(|n| {
+                let groups = n
+                    .groups()
+                    .iter()
+                    .filter_map(|g| g.group_id().map(str::to_owned));
+                Some((n.network_interface_id()?.to_owned(), groups.collect()))
+            })
+            .collect(),
+        instance_profile: association.map(|a| ProfileAssociation {
+            association_id: a.association_id().map(str::to_owned),
+            arn: a
+                .iam_instance_profile()
+                .and_then(|p| p.arn())
+                .map(str::to_owned),
+        }),
+        disable_api_termination: termination
+            .disable_api_termination()
+            .and_then(|v| v.value()),
+        instance_initiated_shutdown_behavior: shutdown
+            .instance_initiated_shutdown_behavior()
+            .and_then(|v| v.value())
+            .map(str::to_owned),
+        delete_on_termination: lookup::attached_volumes(&instance)
+            .into_iter()
+            .map(|(device_name, volume_id, delete_on_termination)| {
+                (
+                    volume_id,
+                    VolumeTermination {
+                        device_name,
+                        delete_on_termination,
+                    },
+                )
+            })
+            .collect(),
+        auto_scaling_group,
+        target_groups,
+        tags: instance
+            .tags()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect(),
+        summary: summary.clone(),
+    };
+
+    // metadata.json first: if this attempt dies between the two writes, the rerun finds no
+    // pre-incident state, describes the still untouched instance again and writes the same bytes.
+    let metadata_artifact = clients
+        .evidence
+        .put(
+            incident,
+            STEP,
+            METADATA,
+            "application/json",
+            to_json(&metadata)?,
+        )
+        .await?;
+    let state_artifact = clients
+        .evidence
+        .put(
+            incident,
+            STEP,
+            PRE_INCIDENT_STATE,
+            "application/json",
+            to_json(&pre_incident)?,
+        )
+        .await?;
+    Ok(Summary {
+        artifacts: vec![metadata_artifact, state_artifact],
+        ..summary
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StepError> {
+    serde_json::to_vec_pretty(value)
+        .map_err(|e| StepError::invalid(format!("cannot serialize: {e}")))
+}
+
+/// EC2's `Platform` is `windows` for Windows instances and absent for everything else.
+pub fn platform(instance: &Instance) -> &'static str {
+    match instance.platform() {
+        Some(aws_sdk_ec2::types::PlatformValues::Windows) => "windows",
+        _ => "linux",
+    }
+}
+
+#[cfg(test)]
+mod tests;

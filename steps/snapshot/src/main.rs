@@ -1,0 +1,11 @@
+//! Lambda entry point of the snapshot step: clients once, then the handler.
+
+use cordon_common::{aws, lambda};
+use cordon_snapshot::handle;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let config = aws::load().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    lambda::run(|event| handle(&ec2, event)).await
+}

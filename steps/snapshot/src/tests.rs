@@ -1,0 +1,167 @@
+use super::*;
+use aws_sdk_ec2::operation::create_snapshots::CreateSnapshotsOutput;
+use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+use aws_sdk_ec2::types::{
+    EbsInstanceBlockDevice, Instance, InstanceBlockDeviceMapping, Reservation, Snapshot,
+    SnapshotInfo, SnapshotState,
+};
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use cordon_common::testing::ec2_error;
+use serde_json::json;
+
+const ID: &str = "i-0123456789abcdef0";
+
+fn incident() -> Incident {
+    Incident::from_value(json!({"incident_id": "IR-3", "instance_id": ID})).unwrap()
+}
+
+fn describe() -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_instances).then_output(|| {
+        let vol = |d: &str, v: &str| {
+            InstanceBlockDeviceMapping::builder()
+                .device_name(d)
+                .ebs(EbsInstanceBlockDevice::builder().volume_id(v).build())
+                .build()
+        };
+        DescribeInstancesOutput::builder()
+            .reservations(
+                Reservation::builder()
+                    .instances(
+                        Instance::builder()
+                            .instance_id(ID)
+                            .block_device_mappings(vol("/dev/xvda", "vol-root"))
+                            .block_device_mappings(vol("/dev/sdf", "vol-data"))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    })
+}
+
+fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
+    mock_client!(aws_sdk_ec2, RuleMode::MatchAny, rules, |c| c
+        .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled()))
+}
+
+fn snapshot_of(volume: &str, snapshot: &str) -> Snapshot {
+    Snapshot::builder()
+        .volume_id(volume)
+        .snapshot_id(snapshot)
+        .state(SnapshotState::Completed)
+        .build()
+}
+
+#[tokio::test]
+async fn one_crash_consistent_call_for_every_volume_boot_included_tagged_with_the_incident() {
+    let d = describe();
+    let none = mock!(aws_sdk_ec2::Client::describe_snapshots)
+        .match_requests(|r| {
+            r.owner_ids() == ["self"]
+                && r.filters()
+                    .iter()
+                    .any(|f| f.name() == Some("tag:cordon:incident-id") && f.values() == ["IR-3"])
+                && r.filters()
+                    .iter()
+                    .any(|f| f.name() == Some("tag:cordon:instance-id") && f.values() == [ID])
+        })
+        .then_output(|| DescribeSnapshotsOutput::builder().build());
+    let create = mock!(aws_sdk_ec2::Client::create_snapshots)
+        .match_requests(|r| {
+            let spec = r.instance_specification().unwrap();
+            let tags = r.tag_specifications()[0].tags();
+            spec.instance_id() == Some(ID)
+                && spec.exclude_boot_volume() == Some(false)
+                && tags
+                    .iter()
+                    .any(|t| t.key() == Some(TAG_INCIDENT) && t.value() == Some("IR-3"))
+                && tags
+                    .iter()
+                    .any(|t| t.key() == Some(TAG_INSTANCE) && t.value() == Some(ID))
+        })
+        .then_output(|| {
+            CreateSnapshotsOutput::builder()
+                .snapshots(
+                    SnapshotInfo::builder()
+                        .volume_id("vol-root")
+                        .snapshot_id("snap-1")
+                        .state(SnapshotState::Pending)
+                        .build(),
+                )
+                .snapshots(
+                    SnapshotInfo::builder()
+                        .volume_id("vol-data")
+                        .snapshot_id("snap-2")
+                        .state(SnapshotState::Pending)
+                        .build(),
+                )
+                .build()
+        });
+    let tag = mock!(aws_sdk_ec2::Client::create_tags)
+        .match_requests(|r| r.tags()[0].key() == Some(TAG_VOLUME))
+        .then_output(|| CreateTagsOutput::builder().build());
+    let out = snapshot(&ec2(&[&d, &none, &create, &tag]), &incident())
+        .await
+        .unwrap();
+
+    assert_eq!(create.num_calls(), 1);
+    assert_eq!(tag.num_calls(), 2, "each snapshot tagged with its volume");
+    assert_eq!(out.snapshots.len(), 2);
+    assert_eq!(out.snapshots[0].state.as_deref(), Some("pending"));
+    assert_eq!(out.actions.len(), 1);
+}
+
+#[tokio::test]
+async fn a_rerun_finds_the_snapshots_of_this_incident_and_makes_none() {
+    let d = describe();
+    let found = mock!(aws_sdk_ec2::Client::describe_snapshots).then_output(|| {
+        DescribeSnapshotsOutput::builder()
+            .snapshots(snapshot_of("vol-root", "snap-1"))
+            .snapshots(snapshot_of("vol-data", "snap-2"))
+            .build()
+    });
+    let create = mock!(aws_sdk_ec2::Client::create_snapshots)
+        .then_output(|| CreateSnapshotsOutput::builder().build());
+    let out = snapshot(&ec2(&[&d, &found, &create]), &incident())
+        .await
+        .unwrap();
+    assert_eq!(create.num_calls(), 0);
+    assert_eq!(out.snapshots.len(), 2);
+    assert!(out.actions.is_empty());
+}
+
+#[tokio::test]
+async fn errors_are_named() {
+    let throttled = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_http_response(ec2_error(503, "RequestLimitExceeded"));
+    assert_eq!(
+        snapshot(&ec2(&[&throttled]), &incident())
+            .await
+            .unwrap_err()
+            .name(),
+        "Transient"
+    );
+    let missing = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_http_response(ec2_error(400, "InvalidInstanceID.NotFound"));
+    assert_eq!(
+        snapshot(&ec2(&[&missing]), &incident())
+            .await
+            .unwrap_err()
+            .name(),
+        "InstanceNotFound"
+    );
+    let d = describe();
+    let none = mock!(aws_sdk_ec2::Client::describe_snapshots)
+        .then_output(|| DescribeSnapshotsOutput::builder().build());
+    let denied = mock!(aws_sdk_ec2::Client::create_snapshots)
+        .then_http_response(ec2_error(403, "UnauthorizedOperation"));
+    assert_eq!(
+        snapshot(&ec2(&[&d, &none, &denied]), &incident())
+            .await
+            .unwrap_err()
+            .name(),
+        "AccessDenied"
+    );
+}

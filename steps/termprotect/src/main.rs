@@ -1,0 +1,14 @@
+//! Lambda entry point of the termprotect step: clients once, then the handler.
+
+use cordon_common::{aws, lambda};
+use cordon_termprotect::{handle, Clients};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let config = aws::load().await;
+    let clients = Clients {
+        ec2: aws_sdk_ec2::Client::new(&config),
+        autoscaling: aws_sdk_autoscaling::Client::new(&config),
+    };
+    lambda::run(|event| handle(&clients, event)).await
+}
