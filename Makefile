@@ -63,9 +63,40 @@ unit: ## Unit tests (AWS mocked on the real SDK clients)
 integration: venv build ## Integration tests: the real state machine and binaries on the local stack
 	cd integration-tests && CORDON_BIN_DIR=$(BIN_DIR) $(VPY) -m pytest -q -p no:cacheprovider
 
+$(CURDIR)/cdk/node_modules/.installed: cdk/package.json cdk/package-lock.json
+	cd cdk && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: cdk-deps
+cdk-deps: $(CURDIR)/cdk/node_modules/.installed ## Install the CDK and ASL tooling (pinned, npm ci) into cdk/node_modules
+
+.PHONY: asl
+asl: cdk-deps ## Validate statemachine.asl.json with asl-validator
+	cd cdk && npm run -s lint:asl
+
+.PHONY: cdk-test
+cdk-test: venv cdk-deps ## CDK tests (template assertions, cdk-nag) and cfn-lint, no AWS account, no Rust build
+	cd cdk && npm test
+	cd cdk && CFN_LINT=$(VENV)/bin/cfn-lint npm run -s lint:cfn
+
+.PHONY: synth
+synth: cdk-deps ## Write the CloudFormation template to cdk/cdk.out (placeholder function code)
+	cd cdk && npm run -s synth
+	@echo "template: cdk/cdk.out/Cordon.template.json"
+
+.PHONY: deploy
+deploy: venv cdk-deps ## Build the step binaries for Lambda (arm64) and deploy with the CDK (needs AWS credentials)
+	$(VPY) -m pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2
+	PATH="$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --locked
+	cd cdk && npm run -s deploy -- $(CDK_ARGS)
+
+.PHONY: destroy
+destroy: cdk-deps ## Remove the stack (the evidence bucket, its key and the logs are kept)
+	cd cdk && npm run -s destroy -- $(CDK_ARGS)
+
 .PHONY: test
-test: lint unit integration ## Everything CI runs: lint, unit and integration tests
+test: lint unit asl cdk-test integration ## Everything CI runs: lint, unit tests, ASL and CDK checks, scenarios on the local stack
 
 .PHONY: clean
 clean: local-down ## Remove build output, the virtualenv and local stack state
-	rm -rf $(VENV) $(STATE_DIR) target
+	rm -rf $(VENV) $(STATE_DIR) target cdk/node_modules cdk/cdk.out

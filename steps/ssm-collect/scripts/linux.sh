@@ -87,12 +87,14 @@ fail() { FAILS=$((FAILS + 1)); }
 
 note() { printf -- '--- %s\n' "$*"; }
 
-# Seconds a command may still take: the smaller of $1 (default CMD_TIMEOUT) and what is left of the
-# section budget. Fails when the budget is spent.
+# Sets TIME_LEFT to the seconds a command may still take: the smaller of $1 (default CMD_TIMEOUT) and
+# what is left of the section budget. Fails when the budget is spent. (Helpers that run once per process
+# or file set a variable instead of printing, to avoid a fork per call.)
+TIME_LEFT=0
 time_left() {
   local want=${1:-$CMD_TIMEOUT} left=$((SECTION_DEADLINE - SECONDS))
   [ "$left" -gt 0 ] || return 1
-  if [ "$left" -lt "$want" ]; then echo "$left"; else echo "$want"; fi
+  if [ "$left" -lt "$want" ]; then TIME_LEFT=$left; else TIME_LEFT=$want; fi
 }
 
 past_deadline() { [ "$SECONDS" -ge "$SECTION_DEADLINE" ]; }
@@ -130,11 +132,13 @@ run() {
     note "unavailable: $1 (not found on PATH)"
     return 127
   fi
-  if ! secs=$(time_left); then
+  if ! time_left; then
     note "failed: [$*] not run: section time budget exhausted"
     return 124
   fi
-  note "command: $(oneline "$*")"
+  secs=$TIME_LEFT
+  oneline "$*"
+  note "command: $ONELINE"
   exec_bounded "$secs" "$@"
 }
 
@@ -163,7 +167,8 @@ show_file() {
   if [ ! -f "$f" ]; then note "not a regular file, not read: $f ($(meta "$f"))"; return 0; fi
   if [ ! -r "$f" ]; then note "unreadable: $f ($(meta "$f"))"; fail; return 1; fi
   note "file: $f ($(meta "$f"))"
-  if ! secs=$(time_left); then note "failed: $f not read: section time budget exhausted"; fail; return 1; fi
+  if ! time_left; then note "failed: $f not read: section time budget exhausted"; fail; return 1; fi
+  secs=$TIME_LEFT
   if [ "$mode" = tail ]; then
     exec_bounded "$secs" tail -n "$lines" -- "$f" || { fail; return 1; }
   else
@@ -181,27 +186,32 @@ show_dir() {
   done
 }
 
-# hash_file PATH [MAX_SECONDS]: sha256 of a regular file (or /proc/PID/exe), or why it was not hashed.
+# hash_file PATH [MAX_SECONDS]: sets HASH to the sha256 of a regular file (or /proc/PID/exe), or to
+# why it was not hashed.
+HASH=''
+HAVE_SHA256SUM=0
+if have sha256sum; then HAVE_SHA256SUM=1; fi
 hash_file() {
-  local f=$1 secs out
-  if ! have sha256sum; then echo "not-hashed:no-sha256sum"; return 1; fi
-  if ! secs=$(time_left "${2:-$HASH_TIMEOUT}"); then echo "not-hashed:time-budget"; return 1; fi
+  local f=$1 out
+  HASH='not-hashed:no-sha256sum'
+  [ "$HAVE_SHA256SUM" = 1 ] || return 1
+  HASH='not-hashed:time-budget'
+  time_left "${2:-$HASH_TIMEOUT}" || return 1
   if [ "$HAVE_TIMEOUT" = 1 ]; then
-    out=$(timeout -k 1 "$secs" sha256sum -- "$f" 2>/dev/null) || { echo "not-hashed:error-or-timeout"; return 1; }
+    out=$(timeout -k 1 "$TIME_LEFT" sha256sum -- "$f" 2>/dev/null) || { HASH='not-hashed:error-or-timeout'; return 1; }
   else
-    out=$(sha256sum -- "$f" 2>/dev/null) || { echo "not-hashed:error"; return 1; }
+    out=$(sha256sum -- "$f" 2>/dev/null) || { HASH='not-hashed:error'; return 1; }
   fi
   out=${out%% *}
-  echo "${out#\\}"
+  HASH=${out#\\}
 }
 
-# Escape characters that would break one-record-per-line output.
+# Sets ONELINE to $1 with the characters that would break one-record-per-line output escaped.
+ONELINE=''
 oneline() {
-  local s=$1
-  s=${s//$'\\'/\\\\}
-  s=${s//$'\n'/\\n}
-  s=${s//$'\t'/\\t}
-  printf '%s' "$s"
+  ONELINE=${1//$'\\'/\\\\}
+  ONELINE=${ONELINE//$'\n'/\\n}
+  ONELINE=${ONELINE//$'\t'/\\t}
 }
 
 # Home directories: from /etc/passwd, plus /root and /home/*; each once.
@@ -325,7 +335,8 @@ sec_processes() {
         if [ "$size" -gt "$EXE_HASH_MAX_BYTES" ]; then
           sha="not-hashed:larger-than-$EXE_HASH_MAX_BYTES"
         else
-          sha=$(hash_file "$d/exe")
+          hash_file "$d/exe"
+          sha=$HASH
         fi
         hash_of[$key]=$sha
       fi
@@ -338,8 +349,13 @@ sec_processes() {
     fi
     flags=${flags%,}
     case $flags in *deleted* | *memfd* | *tmp-path*) suspicious+="$pid " ;; esac
+    oneline "$exe"
+    exe=$ONELINE
+    oneline "$cwd"
+    cwd=$ONELINE
+    oneline "$cmd"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pid" "$ppid" "$uid" "$user" "${flags:--}" "$sha" \
-      "$(oneline "$exe")" "$(oneline "$cwd")" "$(oneline "$cmd")"
+      "$exe" "$cwd" "$ONELINE"
   done
   note "processes: $n; executables readable: $readable; unreadable: $unreadable"
   note "processes with a deleted, memfd or temp-directory executable: ${suspicious:-none}"
@@ -355,7 +371,8 @@ proc_net() {
   local -A pid_of=()
   local tbl line sl local_a remote_a st txrx trtm retr uid tmo inode rest fam la ra secs
   local states=('?' ESTABLISHED SYN_SENT SYN_RECV FIN_WAIT1 FIN_WAIT2 TIME_WAIT CLOSE CLOSE_WAIT LAST_ACK LISTEN CLOSING NEW_SYN_RECV)
-  if secs=$(time_left) && have find; then
+  if time_left && have find; then
+    secs=$TIME_LEFT
     # socket inode -> pid, from /proc/PID/fd links (one find process)
     while read -r sl line; do
       line=${line#socket:[}
@@ -540,7 +557,8 @@ sec_recent_tmp_files() {
   if ! have find; then note "failed: find is unavailable"; fail; return 1; fi
   for dir in /tmp /var/tmp /dev/shm; do
     if [ ! -d "$dir" ]; then note "absent: $dir"; continue; fi
-    if ! secs=$(time_left 40); then note "failed: $dir not scanned: section time budget exhausted"; fail; continue; fi
+    if ! time_left 40; then note "failed: $dir not scanned: section time budget exhausted"; fail; continue; fi
+    secs=$TIME_LEFT
     note "entries under $dir changed in the last $RECENT_DAYS days (mtime or ctime; same filesystem; at most $TMP_MAX_ENTRIES; sha256 for regular files up to $TMP_HASH_MAX_BYTES bytes)"
     printf 'type\tsize\towner\tgroup\tmode\tmtime\tsha256\tpath\n'
     timeout -k 1 "$secs" find "$dir" -xdev \( -mtime "-$RECENT_DAYS" -o -ctime "-$RECENT_DAYS" \) \
@@ -554,9 +572,15 @@ sec_recent_tmp_files() {
         fi
         sha='-'
         if [ "$type" = f ]; then
-          if [ "$size" -le "$TMP_HASH_MAX_BYTES" ]; then sha=$(hash_file "$path"); else sha='not-hashed:too-large'; fi
+          if [ "$size" -le "$TMP_HASH_MAX_BYTES" ]; then
+            hash_file "$path"
+            sha=$HASH
+          else
+            sha='not-hashed:too-large'
+          fi
         fi
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$type" "$size" "$owner" "$group" "$mode" "$mtime" "$sha" "$(oneline "$path")"
+        oneline "$path"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$type" "$size" "$owner" "$group" "$mode" "$mtime" "$sha" "$ONELINE"
       done
       note "entries listed under $dir: $((count > TMP_MAX_ENTRIES ? TMP_MAX_ENTRIES : count))"
     }
@@ -691,7 +715,8 @@ sec_memory() {
   else
     size=$(stat -c %s -- "$img" 2>/dev/null)
     SECTION_DEADLINE=$((SECONDS + MEMORY_HASH_TIMEOUT))
-    sha=$(hash_file "$img" "$MEMORY_HASH_TIMEOUT")
+    hash_file "$img" "$MEMORY_HASH_TIMEOUT"
+    sha=$HASH
     echo "memory image: file=$img size=${size:-?} format=lime sha256=$sha"
     case $sha in not-hashed:*) fail ;; esac
   fi

@@ -40,7 +40,12 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/test-linux-sh.XXXXXXXX") || {
   echo "0 passed, 1 failed"
   exit 1
 }
-trap 'rm -rf -- "$WORK"' EXIT
+decoy_pid=''
+cleanup() {
+  if [ -n "$decoy_pid" ]; then kill "$decoy_pid" 2>/dev/null; fi
+  rm -rf -- "$WORK"
+}
+trap cleanup EXIT
 
 # shellcheck disable=SC2016 # literal dollar signs
 HASH_6='$6$' HASH_Y='$y$' HASH_1='$1$'
@@ -240,13 +245,17 @@ echo "# run 1: CORDON_CAPTURE_MEMORY unset"
 cp "$(command -v bash)" "$WORK/decoy"
 decoy_sha=$(sha256sum "$WORK/decoy" | cut -d' ' -f1)
 forged=$'x\n===== section: forged =====\ncordon-collection: complete sections=99 failed=0\n'"${HASH_6}saltsalt\$hashhash"
-"$WORK/decoy" -c 'sleep 90; :' "$forged" </dev/null >/dev/null 2>&1 &
+# It waits with a builtin read on a FIFO (no child process to leave behind) for at most 90 s.
+mkfifo "$WORK/decoy.fifo"
+# shellcheck disable=SC2016 # $1 is the decoy's own argument
+"$WORK/decoy" -c 'exec 3<>"$1"; read -r -t 90 -u 3 _; :' "$forged" "$WORK/decoy.fifo" </dev/null >/dev/null 2>&1 &
 decoy_pid=$!
 sleep 0.5
 rm -f "$WORK/decoy"
 run_collection default
 kill "$decoy_pid" 2>/dev/null
 wait "$decoy_pid" 2>/dev/null
+decoy_pid=''
 check_output default
 proc=$(section processes "$WORK/default.out")
 row=$(grep -E "^$decoy_pid"$'\t' <<<"$proc")

@@ -77,11 +77,39 @@ $Helpers = {
         }
     }
 
-    # Optional step: a missing command is only noted.
     function Test-Command([string]$Name) { [bool](Get-Command -Name $Name -ErrorAction SilentlyContinue) }
 
-    function Format-Tab { param([Parameter(ValueFromPipeline = $true)]$InputObject) begin { $all = @() } process { $all += $InputObject } end { if ($all.Count) { ($all | Format-Table -AutoSize -Wrap | Out-String -Width 4096).TrimEnd() } else { '(none)' } } }
-    function Format-Lst { param([Parameter(ValueFromPipeline = $true)]$InputObject) begin { $all = @() } process { $all += $InputObject } end { if ($all.Count) { ($all | Format-List | Out-String -Width 4096).TrimEnd() } else { '(none)' } } }
+    # Run a native program (never through a shell) and return its stdout and stderr as text. Its stderr
+    # must not become a terminating error under Step's ErrorActionPreference, hence 'Continue' here.
+    function Invoke-Native([string]$Exe, [string[]]$Arguments, [int[]]$OkCodes = @(0)) {
+        $ErrorActionPreference = 'Continue'
+        if (-not (Test-Command $Exe)) { return "unavailable: $Exe" }
+        $lines = @(& $Exe @Arguments 2>&1 | ForEach-Object { [string]$_ })
+        $code = $LASTEXITCODE
+        $text = ($lines -join "`n").TrimEnd()
+        if ($OkCodes -notcontains $code) { throw "$Exe exited with $code`: $text" }
+        $text
+    }
+
+    # Objects from the pipeline as one block of text (a table or a list); "(none)" when there are none.
+    function Format-Tab {
+        param([Parameter(ValueFromPipeline = $true)]$InputObject)
+        begin { $all = New-Object System.Collections.ArrayList }
+        process { if ($null -ne $InputObject) { [void]$all.Add($InputObject) } }
+        end {
+            if ($all.Count -eq 0) { return '(none)' }
+            ($all | Format-Table -AutoSize -Wrap | Out-String -Width 4096).TrimEnd()
+        }
+    }
+    function Format-Lst {
+        param([Parameter(ValueFromPipeline = $true)]$InputObject)
+        begin { $all = New-Object System.Collections.ArrayList }
+        process { if ($null -ne $InputObject) { [void]$all.Add($InputObject) } }
+        end {
+            if ($all.Count -eq 0) { return '(none)' }
+            ($all | Format-List | Out-String -Width 4096).TrimEnd()
+        }
+    }
 
     # One field of a tab-separated row: no tabs or line breaks.
     function Clean([object]$Value) {
@@ -117,8 +145,8 @@ $Helpers = {
         $stream = $null
         $sha = $null
         try {
-            $stream = [System.IO.File]::Open($Path, [System.IO.FileMode]::Open, [System.IO.FileAccess]::Read,
-                [System.IO.FileShare]::ReadWrite -bor [System.IO.FileShare]::Delete)
+            $share = [System.IO.FileShare]::ReadWrite -bor [System.IO.FileShare]::Delete
+            $stream = [System.IO.File]::Open($Path, [System.IO.FileMode]::Open, [System.IO.FileAccess]::Read, $share)
             $sha = [System.Security.Cryptography.SHA256]::Create()
             return (([BitConverter]::ToString($sha.ComputeHash($stream))) -replace '-', '').ToLowerInvariant()
         } catch {
@@ -213,15 +241,15 @@ $Helpers = {
 # Sections. Each is a script block run by Invoke-Section; helpers above are available.
 
 $SecIdentity = {
-    Step 'date (UTC)' { (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ') }
+    Step 'date (UTC)' { (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture) }
     Step 'computer name' { $env:COMPUTERNAME }
     Step 'Win32_OperatingSystem' {
         $os = Get-Cim 'Win32_OperatingSystem'
-        $os | Select-Object Caption, Version, BuildNumber, OSArchitecture, InstallDate, LastBootUpTime, LocalDateTime | Format-Lst
+        $os | Select-Object 'Caption', 'Version', 'BuildNumber', 'OSArchitecture', 'InstallDate', 'LastBootUpTime', 'LocalDateTime' | Format-Lst
         'uptime: ' + ((Get-Date) - $os.LastBootUpTime).ToString()
     }
-    Step 'Win32_ComputerSystem' { Get-Cim 'Win32_ComputerSystem' | Select-Object Name, Domain, PartOfDomain, Workgroup, Manufacturer, Model | Format-Lst }
-    Step 'Win32_ComputerSystemProduct' { Get-Cim 'Win32_ComputerSystemProduct' | Select-Object Vendor, Name, UUID, IdentifyingNumber | Format-Lst }
+    Step 'Win32_ComputerSystem' { Get-Cim 'Win32_ComputerSystem' | Select-Object 'Name', 'Domain', 'PartOfDomain', 'Workgroup', 'Manufacturer', 'Model' | Format-Lst }
+    Step 'Win32_ComputerSystemProduct' { Get-Cim 'Win32_ComputerSystemProduct' | Select-Object 'Vendor', 'Name', 'UUID', 'IdentifyingNumber' | Format-Lst }
     Step 'time zone' { [TimeZoneInfo]::Local.Id }
     Step 'collector' {
         'cordon-collection (windows) powershell={0} edition={1} user={2} pid={3}' -f $PSVersionTable.PSVersion,
@@ -239,7 +267,7 @@ $SecProcesses = {
         foreach ($p in (Get-Process -ErrorAction SilentlyContinue)) { $paths[[int]$p.Id] = $p.Path }
     }
     try {
-        $procs = @(Get-Cim 'Win32_Process' | Sort-Object ProcessId)
+        $procs = @(Get-Cim 'Win32_Process' | Sort-Object 'ProcessId')
     } catch {
         $global:CordonFails++
         Note "failed: Win32_Process: $($_.Exception.Message)"
@@ -269,7 +297,7 @@ $SecProcesses = {
         if ($flags.Count) { $suspicious += $procId }
         $created = '-'
         if ($p.CreationDate) {
-            try { $created = ([datetime]$p.CreationDate).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ') } catch { }
+            try { $created = ([datetime]$p.CreationDate).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture) } catch { }
         }
         $cmd = [string]$p.CommandLine
         if ($cmd.Length -gt 4096) { $cmd = $cmd.Substring(0, 4096) }
@@ -284,37 +312,33 @@ $SecNetwork = {
     foreach ($p in (Get-Process -ErrorAction SilentlyContinue)) { $names[[int]$p.Id] = $p.ProcessName }
     if (Test-Command 'Get-NetTCPConnection') {
         Step 'Get-NetTCPConnection' {
-            Get-NetTCPConnection -ErrorAction Stop | Sort-Object State, LocalPort |
-                Select-Object LocalAddress, LocalPort, RemoteAddress, RemotePort, State, OwningProcess,
-                @{ n = 'Process'; e = { $names[[int]$_.OwningProcess] } }, CreationTime | Format-Tab
+            Get-NetTCPConnection -ErrorAction Stop | Sort-Object 'State', 'LocalPort' |
+                Select-Object 'LocalAddress', 'LocalPort', 'RemoteAddress', 'RemotePort', 'State', 'OwningProcess',
+                @{ n = 'Process'; e = { $names[[int]$_.OwningProcess] } }, 'CreationTime' | Format-Tab
         }
         Step 'Get-NetUDPEndpoint' {
-            Get-NetUDPEndpoint -ErrorAction Stop | Sort-Object LocalPort |
-                Select-Object LocalAddress, LocalPort, OwningProcess, @{ n = 'Process'; e = { $names[[int]$_.OwningProcess] } }, CreationTime | Format-Tab
+            Get-NetUDPEndpoint -ErrorAction Stop | Sort-Object 'LocalPort' |
+                Select-Object 'LocalAddress', 'LocalPort', 'OwningProcess', @{ n = 'Process'; e = { $names[[int]$_.OwningProcess] } }, 'CreationTime' | Format-Tab
         }
     } else {
         Note 'unavailable: Get-NetTCPConnection (netstat output below)'
     }
-    Step 'netstat -ano' { (& netstat.exe -ano 2>&1 | Out-String -Width 4096).TrimEnd() }
-    Step 'ipconfig /all' { (& ipconfig.exe /all 2>&1 | Out-String -Width 4096).TrimEnd() }
-    Step 'route print' { (& route.exe print 2>&1 | Out-String -Width 4096).TrimEnd() }
-    Step 'arp -a' { (& arp.exe -a 2>&1 | Out-String -Width 4096).TrimEnd() }
+    Step 'netstat -ano' { Invoke-Native 'netstat.exe' @('-ano') }
+    Step 'ipconfig /all' { Invoke-Native 'ipconfig.exe' @('/all') }
+    Step 'route print' { Invoke-Native 'route.exe' @('print') }
+    Step 'arp -a' { Invoke-Native 'arp.exe' @('-a') }
     if (Test-Command 'Get-DnsClientCache') {
-        Step 'Get-DnsClientCache' { Get-DnsClientCache -ErrorAction Stop | Select-Object Entry, Data, Type, TimeToLive | Format-Tab }
+        Step 'Get-DnsClientCache' { Get-DnsClientCache -ErrorAction Stop | Select-Object 'Entry', 'Data', 'Type', 'TimeToLive' | Format-Tab }
     }
     Show-File (Join-Path $env:SystemRoot 'System32\drivers\etc\hosts') 500
 }
 
 $SecLogins = {
-    Step 'quser' {
-        if (-not (Test-Command 'quser.exe')) { return 'unavailable: quser.exe' }
-        $out = (& quser.exe 2>&1 | Out-String -Width 4096).TrimEnd()
-        if ($LASTEXITCODE -ne 0 -and $out -notmatch 'No User exists') { throw "quser exited with $LASTEXITCODE`: $out" }
-        $out
-    }
+    # quser exits 1 with "No User exists for *" when nobody is logged on.
+    Step 'quser' { Invoke-Native 'quser.exe' @() @(0, 1) }
     Step 'Win32_UserProfile (last use)' {
         Get-Cim 'Win32_UserProfile' | Where-Object { -not $_.Special } |
-            Select-Object LocalPath, SID, Loaded, @{ n = 'LastUseTime'; e = { $_.LastUseTime } } | Format-Tab
+            Select-Object 'LocalPath', 'SID', 'Loaded', @{ n = 'LastUseTime'; e = { $_.LastUseTime } } | Format-Tab
     }
     $since = (Get-Date).AddDays(-7)
     $fields = 'TargetUserName', 'TargetDomainName', 'LogonType', 'IpAddress', 'WorkstationName', 'ProcessName', 'SubjectUserName'
@@ -326,7 +350,7 @@ $SecLogins = {
                 foreach ($d in ([xml]$e.ToXml()).Event.EventData.Data) { $data[$d.Name] = $d.'#text' }
             } catch { }
             $parts = foreach ($f in $fields) { if ($data[$f]) { "$f=$(Clean $data[$f])" } }
-            '{0:yyyy-MM-ddTHH:mm:ssZ} id={1} {2}' -f $e.TimeCreated.ToUniversalTime(), $e.Id, ($parts -join ' ')
+            '{0:o} id={1} {2}' -f $e.TimeCreated.ToUniversalTime(), $e.Id, ($parts -join ' ')
         }
     }
     Step 'Security log: logons 4624 (not service logons), last 7 days, newest 200' {
@@ -347,28 +371,27 @@ $SecLogins = {
         foreach ($e in $ev) {
             $u = ''
             try { $x = [xml]$e.ToXml(); $u = "User=$(Clean $x.Event.UserData.EventXML.User) Address=$(Clean $x.Event.UserData.EventXML.Address)" } catch { }
-            '{0:yyyy-MM-ddTHH:mm:ssZ} id={1} {2}' -f $e.TimeCreated.ToUniversalTime(), $e.Id, $u
+            '{0:o} id={1} {2}' -f $e.TimeCreated.ToUniversalTime(), $e.Id, $u
         }
     }
 }
 
 $SecDrivers = {
     Step 'Win32_SystemDriver' {
-        Get-Cim 'Win32_SystemDriver' | Sort-Object Name |
-            Select-Object Name, State, StartMode, ServiceType, PathName | Format-Tab
+        Get-Cim 'Win32_SystemDriver' | Sort-Object 'Name' |
+            Select-Object 'Name', 'State', 'StartMode', 'ServiceType', 'PathName' | Format-Tab
     }
-    Step 'running drivers outside the Windows directory or not validly signed' {
-        $win = $env:SystemRoot.ToLowerInvariant()
+    # No Authenticode check: WinVerifyTrust may fetch revocation data over the network.
+    Step 'running drivers outside System32\drivers, with sha256' {
+        $std = (Join-Path $env:SystemRoot 'System32\drivers\').ToLowerInvariant()
         $rows = foreach ($d in (Get-Cim 'Win32_SystemDriver' -Filter "State='Running'")) {
             if (Test-PastDeadline) { break }
             $path = [string]$d.PathName
-            $path = $path -replace '^\\\?\?\\', '' -replace '^\\SystemRoot', $env:SystemRoot -replace '^(?i)system32\\', "$env:SystemRoot\System32\"
-            $sig = '-'
-            if ($path -and (Test-Path -LiteralPath $path -PathType Leaf)) {
-                try { $sig = [string](Get-AuthenticodeSignature -LiteralPath $path -ErrorAction Stop).Status } catch { $sig = 'unknown' }
-            } else { $sig = 'file-not-found' }
-            if ($sig -ne 'Valid' -or -not $path.ToLowerInvariant().StartsWith($win)) {
-                [pscustomobject]@{ Name = $d.Name; Signature = $sig; Path = $path }
+            $path = $path -replace '^\\\?\?\\', ''
+            $path = $path -replace '^(?i)\\SystemRoot\\', ($env:SystemRoot + '\')
+            $path = $path -replace '^(?i)system32\\', ($env:SystemRoot + '\System32\')
+            if (-not $path.ToLowerInvariant().StartsWith($std)) {
+                [pscustomobject]@{ Name = $d.Name; Sha256 = (Get-Sha256 $path $global:CordonExeHashMaxBytes); Path = $path }
             }
         }
         $rows | Format-Tab
@@ -378,7 +401,7 @@ $SecDrivers = {
 $SecScheduledTasks = {
     if (Test-Command 'Get-ScheduledTask') {
         Step 'Get-ScheduledTask' {
-            foreach ($t in (Get-ScheduledTask -ErrorAction Stop | Sort-Object TaskPath, TaskName)) {
+            foreach ($t in (Get-ScheduledTask -ErrorAction Stop | Sort-Object 'TaskPath', 'TaskName')) {
                 if (Test-PastDeadline) { $global:CordonFails++; Note 'failed: section time budget exhausted'; break }
                 $actions = @(foreach ($a in $t.Actions) {
                         if ($a.Execute) { "exec: $($a.Execute) $($a.Arguments)".Trim() }
@@ -394,14 +417,14 @@ $SecScheduledTasks = {
             }
         }
     } else {
-        Step 'schtasks /query /fo LIST /v' { (& schtasks.exe /query /fo LIST /v 2>&1 | Out-String -Width 4096).TrimEnd() }
+        Step 'schtasks /query /fo LIST /v' { Invoke-Native 'schtasks.exe' @('/query', '/fo', 'LIST', '/v') }
     }
 }
 
 $SecServices = {
     Step 'Win32_Service' {
-        Get-Cim 'Win32_Service' | Sort-Object Name |
-            Select-Object Name, State, StartMode, StartName, ProcessId, PathName | Format-Tab
+        Get-Cim 'Win32_Service' | Sort-Object 'Name' |
+            Select-Object 'Name', 'State', 'StartMode', 'StartName', 'ProcessId', 'PathName' | Format-Tab
     }
 }
 
@@ -424,8 +447,9 @@ $SecAutoruns = {
         if (-not (Test-Path -LiteralPath $k)) { continue }
         Step "registry $k" {
             $props = Get-ItemProperty -LiteralPath $k -ErrorAction Stop
+            $providerProps = @('PSPath', 'PSParentPath', 'PSChildName', 'PSDrive', 'PSProvider')
             foreach ($p in $props.PSObject.Properties) {
-                if ($p.Name -notlike 'PS*') { '{0} = {1}' -f $p.Name, (Clean $p.Value) }
+                if ($providerProps -notcontains $p.Name) { '{0} = {1}' -f $p.Name, (Clean $p.Value) }
             }
         }
     }
@@ -448,7 +472,7 @@ $SecAutoruns = {
         if (-not (Test-Path -LiteralPath $s)) { continue }
         Step "startup folder $s" {
             Get-ChildItem -LiteralPath $s -Force -ErrorAction Stop |
-                Select-Object Name, Length, CreationTimeUtc, LastWriteTimeUtc | Format-Tab
+                Select-Object 'Name', 'Length', 'CreationTimeUtc', 'LastWriteTimeUtc' | Format-Tab
         }
     }
 }
@@ -459,8 +483,12 @@ $SecShellHistories = {
     $homes += Join-Path $env:SystemRoot 'ServiceProfiles\LocalService'
     $homes += Join-Path $env:SystemRoot 'ServiceProfiles\NetworkService'
     $found = 0
+    $seen = @{}
     foreach ($h in $homes) {
         $dir = Join-Path $h 'AppData\Roaming\Microsoft\Windows\PowerShell\PSReadLine'
+        $k = $dir.ToLowerInvariant()
+        if ($seen.ContainsKey($k)) { continue }
+        $seen[$k] = $true
         if (-not (Test-Path -LiteralPath $dir -PathType Container)) { continue }
         foreach ($f in (Get-ChildItem -LiteralPath $dir -Filter '*.txt' -Force -ErrorAction SilentlyContinue)) {
             $found++
@@ -492,12 +520,12 @@ $SecAccounts = {
     if (Test-Command 'Get-LocalUser') {
         Step 'Get-LocalUser' {
             Get-LocalUser -ErrorAction Stop |
-                Select-Object Name, Enabled, SID, LastLogon, PasswordLastSet, PasswordRequired, PasswordExpires, UserMayChangePassword, Description | Format-Tab
+                Select-Object 'Name', 'Enabled', 'SID', 'LastLogon', 'PasswordLastSet', 'PasswordRequired', 'PasswordExpires', 'UserMayChangePassword', 'Description' | Format-Tab
         }
     } else {
         Step 'Win32_UserAccount (local)' {
             Get-Cim 'Win32_UserAccount' -Filter 'LocalAccount=True' |
-                Select-Object Name, Disabled, Lockout, SID, PasswordRequired, PasswordExpires, Description | Format-Tab
+                Select-Object 'Name', 'Disabled', 'Lockout', 'SID', 'PasswordRequired', 'PasswordExpires', 'Description' | Format-Tab
         }
     }
     foreach ($sid in 'S-1-5-32-544', 'S-1-5-32-555', 'S-1-5-32-580') {
@@ -506,7 +534,7 @@ $SecAccounts = {
         Step "members of $groupName ($sid)" {
             $members = $null
             if (Test-Command 'Get-LocalGroupMember') {
-                try { $members = Get-LocalGroupMember -SID $sid -ErrorAction Stop | Select-Object Name, ObjectClass, PrincipalSource, SID } catch { $members = $null }
+                try { $members = Get-LocalGroupMember -SID $sid -ErrorAction Stop | Select-Object 'Name', 'ObjectClass', 'PrincipalSource', 'SID' } catch { $members = $null }
             }
             if ($null -ne $members) { return ($members | Format-Tab) }
             # Fallback (also for the known failure of Get-LocalGroupMember on orphaned SIDs): ADSI.
@@ -542,10 +570,10 @@ $SecInstalledPrograms = {
                 }
             }
         }
-        $rows | Sort-Object Name | Format-Tab
+        $rows | Sort-Object 'Name' | Format-Tab
     }
     Step 'Win32_QuickFixEngineering (hotfixes)' {
-        Get-Cim 'Win32_QuickFixEngineering' | Select-Object HotFixID, Description, InstalledOn, InstalledBy | Format-Tab
+        Get-Cim 'Win32_QuickFixEngineering' | Select-Object 'HotFixID', 'Description', 'InstalledOn', 'InstalledBy' | Format-Tab
     }
 }
 
@@ -583,8 +611,9 @@ function Invoke-Section([string]$Name, [scriptblock]$Body, [int]$TimeoutSeconds)
     $output = @()
     $problem = $null
     $job = $null
+    $bodyText = $Body.ToString()
     try {
-        $job = Start-Job -InitializationScript $Helpers -ScriptBlock $Runner -ArgumentList $Body.ToString(), $TimeoutSeconds -ErrorAction Stop
+        $job = Start-Job -InitializationScript $Helpers -ScriptBlock $Runner -ArgumentList $bodyText, $TimeoutSeconds -ErrorAction Stop
     } catch {
         $job = $null
     }
@@ -601,7 +630,7 @@ function Invoke-Section([string]$Name, [scriptblock]$Body, [int]$TimeoutSeconds)
     } else {
         $output = @("--- note: background jobs unavailable; running in this session with deadline checks only")
         . $Helpers
-        $output += @(& $Runner $Body.ToString() $TimeoutSeconds 2>&1 | ForEach-Object { [string]$_ })
+        $output += @(& $Runner $bodyText $TimeoutSeconds 2>&1 | ForEach-Object { [string]$_ })
     }
     $fails = $null
     if ($output.Count -gt 0 -and ([string]$output[-1]) -match '^cordon-internal-fails=(\d+)$') {
@@ -643,7 +672,7 @@ function Invoke-MemorySection {
     Emit '===== end-section: memory status=ok elapsed=0s ====='
 }
 
-Emit ("===== cordon-collection: start version={0} utc={1} =====" -f $CordonVersion, (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ'))
+Emit ("===== cordon-collection: start version={0} utc={1} =====" -f $CordonVersion, (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture))
 Invoke-Section 'identity' $SecIdentity $SectionTimeoutSeconds
 Invoke-Section 'processes' $SecProcesses $ProcessTimeoutSeconds
 Invoke-Section 'network' $SecNetwork $SectionTimeoutSeconds

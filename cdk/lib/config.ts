@@ -1,0 +1,131 @@
+// Deployment settings, read once from CDK context (`cdk deploy -c key=value` or cdk.json) and
+// checked before any resource is built, so a typo fails the synth instead of the deployment.
+
+import type { Node } from 'constructs';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+
+export type Architecture = 'arm64' | 'x86_64';
+export type RetentionMode = 'GOVERNANCE' | 'COMPLIANCE';
+
+export interface CordonConfig {
+  /** Use a dummy `bootstrap` instead of the cargo-lambda build output (tests, lint, CI). */
+  readonly placeholderCode: boolean;
+  /** Lambda architecture; must match how the binaries were built (`--arm64` or `--x86-64`). */
+  readonly architecture: Architecture;
+  /** Directory holding `<binary>/bootstrap` for every step (cargo lambda's `target/lambda`). */
+  readonly lambdaDir: string;
+  /** Default Object Lock retention of every evidence object version. */
+  readonly retentionDays: number;
+  readonly retentionMode: RetentionMode;
+  /** Email address subscribed to the notification topic (confirmation mail is sent on deploy). */
+  readonly notificationEmail?: string;
+  /** API key + usage plan instead of IAM (SigV4) authorization. */
+  readonly apiKey: boolean;
+  /** Start a response for every GuardDuty EC2 finding at or above this severity; off when unset. */
+  readonly guardDutySeverity?: number;
+  /** State machine polling of the SSM collection: seconds between polls and the poll cap. */
+  readonly collectionWaitSeconds: string;
+  readonly collectionMaxPolls: string;
+  /**
+   * Create (and retain) the region's API Gateway CloudWatch Logs role (AWS::ApiGateway::Account),
+   * which access and execution logging need. Off when the account already manages one.
+   */
+  readonly apiGatewayCloudWatchRole: boolean;
+  /** API stage name and its throttling (steady requests per second, burst). */
+  readonly apiStageName: string;
+  readonly apiRateLimit: number;
+  readonly apiBurstLimit: number;
+  /** Retention of the Lambda, state machine and API access log groups. */
+  readonly logRetention: RetentionDays;
+}
+
+const ARCHITECTURES: readonly Architecture[] = ['arm64', 'x86_64'];
+const RETENTION_MODES: readonly RetentionMode[] = ['GOVERNANCE', 'COMPLIANCE'];
+
+/** Reads and validates the context. `defaultLambdaDir` is `<CARGO_TARGET_DIR or repo/target>/lambda`. */
+export function configFromContext(node: Node, defaultLambdaDir: string): CordonConfig {
+  const ctx = (key: string): unknown => node.tryGetContext(key);
+
+  const architecture = stringOf(ctx('architecture'), 'architecture') ?? 'arm64';
+  if (!ARCHITECTURES.includes(architecture as Architecture)) {
+    throw new Error(`context architecture must be one of ${ARCHITECTURES.join(', ')}, got "${architecture}"`);
+  }
+  const retentionMode = (stringOf(ctx('retentionMode'), 'retentionMode') ?? 'GOVERNANCE').toUpperCase();
+  if (!RETENTION_MODES.includes(retentionMode as RetentionMode)) {
+    throw new Error(`context retentionMode must be GOVERNANCE or COMPLIANCE, got "${retentionMode}"`);
+  }
+  const retentionDays = integerOf(ctx('retentionDays'), 'retentionDays', 1, 36500) ?? 365;
+
+  const notificationEmail = stringOf(ctx('notificationEmail'), 'notificationEmail');
+  if (notificationEmail !== undefined && notificationEmail !== '' && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(notificationEmail)) {
+    throw new Error(`context notificationEmail is not an email address: "${notificationEmail}"`);
+  }
+
+  const severity = ctx('guardDutySeverity');
+  let guardDutySeverity: number | undefined;
+  if (severity !== undefined && severity !== null && severity !== '') {
+    guardDutySeverity = Number(severity);
+    // GuardDuty severities run from 1.0 (low) to 10.0 (critical).
+    if (!Number.isFinite(guardDutySeverity) || guardDutySeverity < 1 || guardDutySeverity > 10) {
+      throw new Error(`context guardDutySeverity must be a number from 1 to 10, got "${String(severity)}"`);
+    }
+  }
+
+  const collectionWaitSeconds = integerOf(ctx('collectionWaitSeconds'), 'collectionWaitSeconds', 1, 3600) ?? 30;
+  const collectionMaxPolls = integerOf(ctx('collectionMaxPolls'), 'collectionMaxPolls', 1, 1000) ?? 40;
+
+  const apiStageName = stringOf(ctx('apiStageName'), 'apiStageName') ?? 'v1';
+  if (!/^[A-Za-z0-9_]{1,128}$/.test(apiStageName)) {
+    throw new Error(`context apiStageName may hold only letters, digits and underscores, got "${apiStageName}"`);
+  }
+
+  const logRetentionDays = integerOf(ctx('logRetentionDays'), 'logRetentionDays', 1, 3653) ?? 365;
+  const logRetention = logRetentionDays as RetentionDays;
+  if (!Object.values(RetentionDays).includes(logRetention)) {
+    throw new Error(`context logRetentionDays must be a CloudWatch Logs retention (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, ...), got ${logRetentionDays}`);
+  }
+
+  return {
+    placeholderCode: booleanOf(ctx('placeholderCode'), 'placeholderCode'),
+    architecture: architecture as Architecture,
+    lambdaDir: stringOf(ctx('lambdaDir'), 'lambdaDir') ?? defaultLambdaDir,
+    retentionDays,
+    retentionMode: retentionMode as RetentionMode,
+    notificationEmail: notificationEmail === '' ? undefined : notificationEmail,
+    apiKey: booleanOf(ctx('apiKey'), 'apiKey'),
+    apiGatewayCloudWatchRole: booleanOf(ctx('apiGatewayCloudWatchRole') ?? true, 'apiGatewayCloudWatchRole'),
+    guardDutySeverity,
+    collectionWaitSeconds: String(collectionWaitSeconds),
+    collectionMaxPolls: String(collectionMaxPolls),
+    apiStageName,
+    apiRateLimit: integerOf(ctx('apiRateLimit'), 'apiRateLimit', 1, 10000) ?? 10,
+    apiBurstLimit: integerOf(ctx('apiBurstLimit'), 'apiBurstLimit', 1, 5000) ?? 20,
+    logRetention,
+  };
+}
+
+// Context given with `-c key=value` always arrives as a string; cdk.json and tests may give
+// real booleans and numbers. Both are accepted.
+
+function stringOf(value: unknown, key: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string' && typeof value !== 'number') {
+    throw new Error(`context ${key} must be a string`);
+  }
+  return String(value);
+}
+
+function booleanOf(value: unknown, key: string): boolean {
+  if (value === undefined || value === null || value === false || value === 'false' || value === '') return false;
+  if (value === true || value === 'true') return true;
+  throw new Error(`context ${key} must be true or false, got "${String(value)}"`);
+}
+
+function integerOf(value: unknown, key: string, min: number, max: number): number | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new Error(`context ${key} must be a whole number from ${min} to ${max}, got "${String(value)}"`);
+  }
+  return n;
+}

@@ -1,0 +1,600 @@
+// Cordon's AWS deployment: the evidence bucket and its access-log bucket, the notification topic,
+// the eight step functions (one role each, least privilege from lib/steps.ts), the forensic
+// instance profile, the Standard state machine built from ../statemachine.asl.json, the
+// SecurityResponse REST API that starts and reads executions directly (no Lambda in front), and
+// optionally a GuardDuty rule.
+
+import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import {
+  Aws,
+  CfnOutput,
+  Duration,
+  RemovalPolicy,
+  Stack,
+  type StackProps,
+  Validations,
+} from 'aws-cdk-lib';
+import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import type { Construct, IConstruct } from 'constructs';
+import { flattenCfnReference } from 'cdk-nag/lib/utils/flatten-cfn-reference';
+
+import type { CordonConfig } from './config';
+import { loadDefinition } from './definition';
+import {
+  ROLE_PATH,
+  STEPS,
+  functionArnPlaceholder,
+  type ScopeArns,
+  type StepName,
+  type StepStatement,
+} from './steps';
+import {
+  describeExecutionRequest,
+  describeExecutionResponse,
+  describeExecutionError,
+  startExecutionRequest,
+  startExecutionResponse,
+  startExecutionError,
+  incidentRequestSchema,
+} from './api-templates';
+
+export interface CordonStackProps extends StackProps {
+  readonly config: CordonConfig;
+  /** statemachine.asl.json; its `${...}` placeholders decide what must be substituted. */
+  readonly definitionPath: string;
+}
+
+export class CordonStack extends Stack {
+  public readonly evidenceBucket: s3.Bucket;
+  public readonly topic: sns.Topic;
+  public readonly functions: Record<StepName, lambda.Function>;
+  public readonly stateMachine: sfn.StateMachine;
+  public readonly api: apigw.RestApi;
+  /** The substitutions given to the state machine, by placeholder name. */
+  public readonly definitionSubstitutions: Record<string, string>;
+
+  constructor(scope: Construct, id: string, props: CordonStackProps) {
+    super(scope, id, props);
+    const { config } = props;
+
+    // ----------------------------------------------------------------------------- evidence
+    const evidenceKey = new kms.Key(this, 'EvidenceKey', {
+      description: 'Cordon evidence bucket (SSE-KMS)',
+      enableKeyRotation: true,
+      // Retained with the bucket: without the key the retained evidence could not be read.
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+
+    // S3 server access logs can only be delivered to a bucket with SSE-S3, hence a second key-less
+    // bucket; it records who read or wrote which evidence object. (cdk-nag's S1 knows a log
+    // destination bucket and does not ask it to log itself.)
+    const accessLogBucket = new s3.Bucket(this, 'AccessLogBucket', {
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      enforceSSL: true,
+      minimumTLSVersion: 1.2,
+      versioned: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+
+    const retention = Duration.days(config.retentionDays);
+    this.evidenceBucket = new s3.Bucket(this, 'EvidenceBucket', {
+      versioned: true,
+      objectLockEnabled: true,
+      objectLockDefaultRetention:
+        config.retentionMode === 'COMPLIANCE'
+          ? s3.ObjectLockRetention.compliance(retention)
+          : s3.ObjectLockRetention.governance(retention),
+      encryption: s3.BucketEncryption.KMS,
+      encryptionKey: evidenceKey,
+      bucketKeyEnabled: true,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      enforceSSL: true,
+      minimumTLSVersion: 1.2,
+      serverAccessLogsBucket: accessLogBucket,
+      serverAccessLogsPrefix: 'evidence/',
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+
+    // ----------------------------------------------------------------------------- topic
+    const topicKey = new kms.Key(this, 'TopicKey', {
+      description: 'Cordon notification topic (SNS SSE)',
+      enableKeyRotation: true,
+      // Nothing stays encrypted under this key once the topic is gone (SNS keeps no messages).
+      removalPolicy: RemovalPolicy.DESTROY,
+      pendingWindow: Duration.days(30),
+    });
+    this.topic = new sns.Topic(this, 'Topic', {
+      displayName: 'Cordon incident response',
+      masterKey: topicKey,
+      enforceSSL: true,
+    });
+    if (config.notificationEmail) {
+      this.topic.addSubscription(new subscriptions.EmailSubscription(config.notificationEmail));
+    }
+
+    // ----------------------------------------------------------------------------- forensic profile
+    // The role that replaces the compromised instance's own: AmazonSSMManagedInstanceCore is what
+    // the SSM agent needs to stay registered and receive Run Command (ssm:UpdateInstanceInformation,
+    // ssmmessages:*, ec2messages:*), so that the collection step can still run commands after the
+    // instance has lost its own role. Beyond that it may only add objects to the evidence bucket.
+    const forensicRole = new iam.Role(this, 'ForensicRole', {
+      path: ROLE_PATH,
+      description: 'Cordon: the role a quarantined instance gets, so that SSM can collect evidence from it',
+      assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
+      managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName('AmazonSSMManagedInstanceCore')],
+      inlinePolicies: {
+        evidence: new iam.PolicyDocument({
+          statements: [
+            new iam.PolicyStatement({
+              sid: 'EvidenceUpload',
+              actions: ['s3:PutObject'],
+              resources: [this.evidenceBucket.arnForObjects('*')],
+            }),
+            new iam.PolicyStatement({
+              sid: 'EvidenceKey',
+              // Decrypt as well as GenerateDataKey: a multipart upload (large memory or disk
+              // artifacts) to an SSE-KMS bucket needs both.
+              actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
+              resources: [evidenceKey.keyArn],
+              conditions: {
+                StringEquals: {
+                  'kms:ViaService': `s3.${Aws.REGION}.amazonaws.com`,
+                  'kms:EncryptionContext:aws:s3:arn': this.evidenceBucket.bucketArn,
+                },
+              },
+            }),
+          ],
+        }),
+      },
+    });
+    Validations.of(forensicRole).acknowledge(
+      {
+        id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]',
+        reason: 'AmazonSSMManagedInstanceCore is the AWS-maintained minimum for the SSM agent (registration, Run Command, Session Manager channels); copying it inline would freeze it while AWS keeps adjusting what the agent calls.',
+      },
+      {
+        id: `AwsSolutions-IAM5[Resource::${flat(this, this.evidenceBucket.arnForObjects('*'))}]`,
+        reason: 'The collection script uploads under <incident_id>/<instance_id>/, known only at run time; the role can only add objects (no read, no delete), and versioning with Object Lock keeps every earlier version.',
+      },
+    );
+    const forensicProfile = new iam.InstanceProfile(this, 'ForensicInstanceProfile', {
+      role: forensicRole,
+      path: ROLE_PATH,
+    });
+
+    // ----------------------------------------------------------------------------- step functions
+    const scopeArns: ScopeArns = {
+      evidenceBucketArn: this.evidenceBucket.bucketArn,
+      evidenceKeyArn: evidenceKey.keyArn,
+      topicArn: this.topic.topicArn,
+      topicKeyArn: topicKey.keyArn,
+      forensicRoleArn: forensicRole.roleArn,
+      forensicInstanceProfileArn: forensicProfile.instanceProfileArn,
+    };
+    const architecture = config.architecture === 'x86_64' ? lambda.Architecture.X86_64 : lambda.Architecture.ARM_64;
+
+    const functions: Partial<Record<StepName, lambda.Function>> = {};
+    for (const step of STEPS) {
+      const logGroup = new logs.LogGroup(this, `${step.id}LogGroup`, {
+        retention: config.logRetention,
+        // The logs are part of the record of what the response did.
+        removalPolicy: RemovalPolicy.RETAIN,
+      });
+      const statements = step.statements(scopeArns);
+      const role = new iam.Role(this, `${step.id}Role`, {
+        path: ROLE_PATH,
+        description: `Cordon ${step.name} step`,
+        assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+        inlinePolicies: {
+          [`cordon-${step.name}`]: new iam.PolicyDocument({
+            statements: [
+              ...statements.map(toPolicyStatement),
+              // Instead of AWSLambdaBasicExecutionRole (logs:* on every group): this function's
+              // own log group only.
+              new iam.PolicyStatement({
+                sid: 'OwnLogGroup',
+                actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+                resources: [logGroup.logGroupArn],
+              }),
+            ],
+          }),
+        },
+      });
+      acknowledgeWildcards(role, statements);
+
+      functions[step.name] = new lambda.Function(this, `${step.id}Function`, {
+        description: step.description,
+        runtime: lambda.Runtime.PROVIDED_AL2023,
+        architecture,
+        handler: 'bootstrap',
+        code: stepCode(config, step.binary),
+        memorySize: 256,
+        timeout: Duration.seconds(60),
+        role,
+        logGroup,
+        loggingFormat: lambda.LoggingFormat.JSON,
+        applicationLogLevelV2: lambda.ApplicationLogLevel.INFO,
+        systemLogLevelV2: lambda.SystemLogLevel.WARN,
+        environment: {
+          EVIDENCE_BUCKET: this.evidenceBucket.bucketName,
+          ...(step.environment?.(scopeArns) ?? {}),
+        },
+      });
+    }
+    this.functions = functions as Record<StepName, lambda.Function>;
+
+    // ----------------------------------------------------------------------------- state machine
+    this.definitionSubstitutions = {
+      ...Object.fromEntries(STEPS.map((step) => [functionArnPlaceholder(step), this.functions[step.name].functionArn])),
+      CollectionWaitSeconds: config.collectionWaitSeconds,
+      CollectionMaxPolls: config.collectionMaxPolls,
+      ForensicInstanceProfileArn: forensicProfile.instanceProfileArn,
+      EvidenceBucket: this.evidenceBucket.bucketName,
+      TopicArn: this.topic.topicArn,
+    };
+    // Fails the synth if the file uses a placeholder that is not in the map above.
+    const definition = loadDefinition(props.definitionPath, Object.keys(this.definitionSubstitutions));
+
+    const stateMachineRole = new iam.Role(this, 'StateMachineRole', {
+      path: ROLE_PATH,
+      description: 'Cordon state machine: invokes the eight step functions',
+      assumedBy: new iam.ServicePrincipal('states.amazonaws.com'),
+      inlinePolicies: {
+        'invoke-steps': new iam.PolicyDocument({
+          statements: [
+            new iam.PolicyStatement({
+              sid: 'InvokeSteps',
+              actions: ['lambda:InvokeFunction'],
+              // Unqualified ARNs only: the definition invokes $LATEST, never a version or alias.
+              resources: STEPS.map((step) => this.functions[step.name].functionArn),
+            }),
+          ],
+        }),
+      },
+    });
+    const stateMachineLogGroup = new logs.LogGroup(this, 'StateMachineLogGroup', {
+      retention: config.logRetention,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+      stateMachineType: sfn.StateMachineType.STANDARD,
+      comment: 'Cordon: first response for a suspected compromised EC2 instance',
+      definitionBody: sfn.DefinitionBody.fromString(definition.body),
+      definitionSubstitutions: this.definitionSubstitutions,
+      role: stateMachineRole,
+      logs: { destination: stateMachineLogGroup, level: sfn.LogLevel.ALL, includeExecutionData: true },
+      tracingEnabled: true,
+    });
+    // The construct adds the log-delivery and X-Ray actions to the role's default policy.
+    Validations.of(stateMachineRole).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'Added by the StateMachine construct for logging and tracing: the CloudWatch Logs vended-log delivery actions (logs:CreateLogDelivery, ...) and xray:PutTraceSegments/PutTelemetryRecords/GetSampling* support no resource-level permissions.',
+    });
+
+    // ----------------------------------------------------------------------------- REST API
+    this.api = this.buildApi(config);
+
+    // ----------------------------------------------------------------------------- GuardDuty
+    if (config.guardDutySeverity !== undefined) {
+      this.buildGuardDutyRule(config.guardDutySeverity);
+    }
+
+    // ----------------------------------------------------------------------------- outputs
+    new CfnOutput(this, 'APIBaseURI', {
+      description: 'Base URI of the SecurityResponse API (POST incidents, GET incidents/{id})',
+      value: this.api.url,
+    });
+    new CfnOutput(this, 'StateMachineArn', { value: this.stateMachine.stateMachineArn });
+    new CfnOutput(this, 'EvidenceBucketName', { value: this.evidenceBucket.bucketName });
+    new CfnOutput(this, 'TopicArn', { value: this.topic.topicArn });
+  }
+
+  private buildApi(config: CordonConfig): apigw.RestApi {
+    const accessLogGroup = new logs.LogGroup(this, 'ApiAccessLogGroup', {
+      retention: config.logRetention,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    const api = new apigw.RestApi(this, 'Api', {
+      restApiName: 'SecurityResponse',
+      description: 'Cordon: start and follow the first response to a suspected compromised EC2 instance',
+      endpointTypes: [apigw.EndpointType.REGIONAL],
+      // Access and execution logging need the account's API Gateway CloudWatch role
+      // (AWS::ApiGateway::Account, one per region). The construct creates and retains it, unless
+      // context apiGatewayCloudWatchRole=false says that the account already has one.
+      cloudWatchRole: config.apiGatewayCloudWatchRole,
+      ...(config.apiGatewayCloudWatchRole ? { cloudWatchRoleRemovalPolicy: RemovalPolicy.RETAIN } : {}),
+      deployOptions: {
+        stageName: config.apiStageName,
+        accessLogDestination: new apigw.LogGroupLogDestination(accessLogGroup),
+        // Who asked for which response: the signed-in principal (IAM mode) or the API key.
+        accessLogFormat: apigw.AccessLogFormat.custom(
+          JSON.stringify({
+            requestId: '$context.requestId',
+            requestTime: '$context.requestTime',
+            ip: '$context.identity.sourceIp',
+            caller: '$context.identity.caller',
+            userArn: '$context.identity.userArn',
+            apiKeyId: '$context.identity.apiKeyId',
+            httpMethod: '$context.httpMethod',
+            resourcePath: '$context.resourcePath',
+            path: '$context.path',
+            status: '$context.status',
+            responseLength: '$context.responseLength',
+            error: '$context.error.message',
+            integrationStatus: '$context.integration.status',
+            integrationError: '$context.integration.error',
+            integrationLatency: '$context.integration.latency',
+          }),
+        ),
+        // Execution logs without bodies: request bodies name instances and people.
+        loggingLevel: apigw.MethodLoggingLevel.INFO,
+        dataTraceEnabled: false,
+        metricsEnabled: true,
+        tracingEnabled: true,
+        throttlingRateLimit: config.apiRateLimit,
+        throttlingBurstLimit: config.apiBurstLimit,
+      },
+      defaultMethodOptions: config.apiKey
+        ? { authorizationType: apigw.AuthorizationType.NONE, apiKeyRequired: true }
+        : { authorizationType: apigw.AuthorizationType.IAM },
+    });
+    // The construct's own "Endpoint" output duplicates APIBaseURI.
+    api.node.tryRemoveChild('Endpoint');
+    if (config.apiGatewayCloudWatchRole) {
+      Validations.of(api).acknowledge({
+        id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
+        reason: 'The account-wide API Gateway CloudWatch role serves every API of the region, not only this one, so it keeps the AWS-managed policy that API Gateway documents for it.',
+      });
+    }
+    Validations.of(api).acknowledge({
+      id: 'AwsSolutions-APIG3',
+      reason: 'A small internal API behind IAM (SigV4) or an API key with stage throttling; a WAF web ACL is left to accounts that already run one (associate it with the stage).',
+    });
+    Validations.of(api).acknowledge({
+      id: 'AwsSolutions-COG4',
+      reason: config.apiKey
+        ? 'API key mode (context apiKey=true) is an explicit choice for callers that cannot sign requests; the default deployment uses IAM authorization.'
+        : 'Callers are AWS principals (responders, automation) and sign with SigV4: AWS_IAM authorization, no user pool.',
+    });
+    if (config.apiKey) {
+      Validations.of(api).acknowledge({
+        id: 'AwsSolutions-APIG4',
+        reason: 'API key mode (context apiKey=true) was chosen explicitly for callers that cannot sign requests: every method requires the x-api-key header and the usage plan throttles it; the default deployment uses IAM authorization.',
+      });
+    }
+
+    // The role API Gateway assumes to call Step Functions: start this state machine, read its executions.
+    const executionArnPrefix = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${this.stateMachine.stateMachineName}:`;
+    const executions = `${executionArnPrefix}*`;
+    const apiRole = new iam.Role(this, 'ApiRole', {
+      path: ROLE_PATH,
+      description: 'Cordon API: StartExecution and DescribeExecution on the Cordon state machine',
+      assumedBy: new iam.ServicePrincipal('apigateway.amazonaws.com'),
+      inlinePolicies: {
+        'start-and-describe': new iam.PolicyDocument({
+          statements: [
+            new iam.PolicyStatement({
+              sid: 'Start',
+              actions: ['states:StartExecution'],
+              resources: [this.stateMachine.stateMachineArn],
+            }),
+            new iam.PolicyStatement({
+              sid: 'Describe',
+              actions: ['states:DescribeExecution'],
+              resources: [executions],
+            }),
+          ],
+        }),
+      },
+    });
+    Validations.of(apiRole).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::${flat(this, executions)}]`,
+      reason: 'Execution names are chosen per request (incident_id or the request id); the wildcard covers only executions of the Cordon state machine.',
+    });
+
+    const model = api.addModel('IncidentRequest', {
+      modelName: 'IncidentRequest',
+      contentType: 'application/json',
+      description: 'POST /incidents body',
+      schema: incidentRequestSchema,
+    });
+    const validator = api.addRequestValidator('Validator', {
+      requestValidatorName: 'body-and-parameters',
+      validateRequestBody: true,
+      validateRequestParameters: true,
+    });
+
+    const incidents = api.root.addResource('incidents');
+    incidents.addMethod(
+      'POST',
+      new apigw.AwsIntegration({
+        service: 'states',
+        action: 'StartExecution',
+        integrationHttpMethod: 'POST',
+        options: {
+          credentialsRole: apiRole,
+          // Only application/json reaches the template; anything else is 415.
+          passthroughBehavior: apigw.PassthroughBehavior.NEVER,
+          requestTemplates: { 'application/json': startExecutionRequest(this.stateMachine.stateMachineArn) },
+          integrationResponses: [
+            { statusCode: '202', responseTemplates: { 'application/json': startExecutionResponse } },
+            // Step Functions answers every client-side error, throttling included, with HTTP 400;
+            // the template tells them apart by __type (409, 429, 400 or 500).
+            { statusCode: '400', selectionPattern: '4\\d{2}', responseTemplates: { 'application/json': startExecutionError } },
+            { statusCode: '500', selectionPattern: '5\\d{2}', responseTemplates: { 'application/json': '{"error": "StepFunctionsError", "message": "Step Functions failed to start the response; retry"}' } },
+          ],
+        },
+      }),
+      {
+        requestModels: { 'application/json': model },
+        requestValidator: validator,
+        methodResponses: ['202', '400', '409', '429', '500'].map((statusCode) => ({ statusCode })),
+      },
+    );
+
+    const incident = incidents.addResource('{id}');
+    incident.addMethod(
+      'GET',
+      new apigw.AwsIntegration({
+        service: 'states',
+        action: 'DescribeExecution',
+        integrationHttpMethod: 'POST',
+        options: {
+          credentialsRole: apiRole,
+          passthroughBehavior: apigw.PassthroughBehavior.NEVER,
+          requestTemplates: { 'application/json': describeExecutionRequest(executionArnPrefix) },
+          integrationResponses: [
+            { statusCode: '200', responseTemplates: { 'application/json': describeExecutionResponse } },
+            { statusCode: '400', selectionPattern: '4\\d{2}', responseTemplates: { 'application/json': describeExecutionError } },
+            { statusCode: '500', selectionPattern: '5\\d{2}', responseTemplates: { 'application/json': '{"error": "StepFunctionsError", "message": "Step Functions failed to describe the response; retry"}' } },
+          ],
+        },
+      }),
+      {
+        requestParameters: { 'method.request.path.id': true },
+        requestValidator: validator,
+        methodResponses: ['200', '400', '404', '429', '500'].map((statusCode) => ({ statusCode })),
+      },
+    );
+
+    if (config.apiKey) {
+      const key = api.addApiKey('ApiKey', { description: 'Cordon SecurityResponse API key' });
+      const plan = api.addUsagePlan('UsagePlan', {
+        name: 'cordon',
+        throttle: { rateLimit: config.apiRateLimit, burstLimit: config.apiBurstLimit },
+        apiStages: [{ api, stage: api.deploymentStage }],
+      });
+      plan.addApiKey(key);
+      new CfnOutput(this, 'ApiKeyId', {
+        description: 'aws apigateway get-api-key --include-value --api-key <id> shows the x-api-key value',
+        value: key.keyId,
+      });
+    }
+    return api;
+  }
+
+  private buildGuardDutyRule(severity: number): void {
+    const deadLetters = new sqs.Queue(this, 'GuardDutyDeadLetters', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    Validations.of(deadLetters).acknowledge({
+      id: 'AwsSolutions-SQS3',
+      reason: 'This queue is itself the dead-letter queue of the GuardDuty rule target (EventBridge DLQs are not visible to the rule as an SQS redrive policy).',
+    });
+    const eventsRole = new iam.Role(this, 'GuardDutyRuleRole', {
+      path: ROLE_PATH,
+      description: 'Cordon GuardDuty rule: starts the Cordon state machine',
+      assumedBy: new iam.ServicePrincipal('events.amazonaws.com'),
+    });
+    new events.Rule(this, 'GuardDutyRule', {
+      description: `Cordon: start a response for GuardDuty EC2 findings of severity ${severity} or more`,
+      eventPattern: {
+        source: ['aws.guardduty'],
+        detailType: ['GuardDuty Finding'],
+        detail: {
+          resource: { resourceType: ['Instance'] },
+          severity: events.Match.greaterThanOrEqual(severity),
+        },
+      },
+      targets: [
+        new targets.SfnStateMachine(this.stateMachine, {
+          role: eventsRole,
+          deadLetterQueue: deadLetters,
+          retryAttempts: 8,
+          maxEventAge: Duration.hours(2),
+          // The execution name cannot be set here: Step Functions picks one, and the metadata
+          // step uses it as the incident id.
+          input: events.RuleTargetInput.fromObject({
+            instance_id: events.EventField.fromPath('$.detail.resource.instanceDetails.instanceId'),
+            reason: events.EventField.fromPath('$.detail.type'),
+            requested_by: 'guardduty',
+          }),
+        }),
+      ],
+    });
+  }
+}
+
+// -------------------------------------------------------------------------------------------------
+
+function toPolicyStatement(s: StepStatement): iam.PolicyStatement {
+  return new iam.PolicyStatement({
+    sid: s.sid,
+    effect: s.effect === 'Deny' ? iam.Effect.DENY : iam.Effect.ALLOW,
+    actions: [...s.actions],
+    resources: [...s.resources],
+    conditions: s.conditions,
+  });
+}
+
+/** A resource as cdk-nag names it in a finding (`arn:<AWS::Partition>:...`). */
+function flat(scope: IConstruct, resource: string): string {
+  return flattenCfnReference(Stack.of(scope).resolve(resource));
+}
+
+/**
+ * Acknowledges the cdk-nag AwsSolutions-IAM5 finding of every wildcard resource of a step, with
+ * that statement's `why` as the written reason: the reason is the table, not a blanket waiver.
+ */
+function acknowledgeWildcards(role: iam.Role, statements: readonly StepStatement[]): void {
+  const reasons = new Map<string, string[]>();
+  for (const s of statements) {
+    if (s.effect === 'Deny') continue; // cdk-nag reports on Allow statements only
+    for (const resource of s.resources) {
+      const name = flat(role, resource);
+      if (!name.includes('*')) continue;
+      const id = `AwsSolutions-IAM5[Resource::${name}]`;
+      reasons.set(id, [...(reasons.get(id) ?? []), `${s.sid}: ${s.why}`]);
+    }
+  }
+  for (const [id, why] of reasons) {
+    Validations.of(role).acknowledge({ id, reason: why.join(' / ') });
+  }
+}
+
+let placeholderDir: string | undefined;
+
+/**
+ * The step's deployment package: cargo lambda's output, or with placeholderCode a dummy bootstrap
+ * (so that tests and template linting never build Rust).
+ */
+function stepCode(config: CordonConfig, binary: string): lambda.Code {
+  if (config.placeholderCode) {
+    if (placeholderDir === undefined) {
+      placeholderDir = mkdtempSync(join(tmpdir(), 'cordon-placeholder-'));
+      writeFileSync(
+        join(placeholderDir, 'bootstrap'),
+        '#!/bin/sh\necho "placeholder code: deploy after cargo lambda build --release --arm64" >&2\nexit 1\n',
+        { mode: 0o755 },
+      );
+    }
+    return lambda.Code.fromAsset(placeholderDir);
+  }
+  const dir = join(config.lambdaDir, binary);
+  if (!existsSync(join(dir, 'bootstrap'))) {
+    throw new Error(
+      `${join(dir, 'bootstrap')} does not exist: run \`cargo lambda build --release --arm64\` at the repository root first ` +
+        '(or synthesize with -c placeholderCode=true to check the template only)',
+    );
+  }
+  return lambda.Code.fromAsset(dir);
+}

@@ -1,0 +1,484 @@
+// The eight runbook steps and the least privilege each one gets: one table, read by the stack (and
+// by the README's least-privilege table). Every statement says why its resource and condition are
+// what they are; where IAM allows no resource narrower than "*", `why` says so, and it is also the
+// written justification of the cdk-nag acknowledgement for that wildcard.
+//
+// Resource types and condition keys are the ones the Service Authorization Reference lists for
+// each action (https://docs.aws.amazon.com/service-authorization/latest/reference/):
+//   - list_amazonec2.html: the ec2:Describe* actions used here have no resource type (only
+//     ec2:Region); DescribeInstanceAttribute, GetConsoleOutput, GetConsoleScreenshot,
+//     ModifyInstanceAttribute and the IAM-instance-profile actions take `instance`;
+//     CreateSnapshots takes instance*, volume*, snapshot*; CreateSnapshot volume*, snapshot*;
+//     CreateSecurityGroup security-group* (aws:RequestTag) and vpc; the security-group rule
+//     actions security-group* (aws:ResourceTag); ModifyNetworkInterfaceAttribute
+//     network-interface*, instance, security-group, subnet; CreateTags supports ec2:CreateAction
+//     and aws:TagKeys; AssociateIamInstanceProfile supports ec2:NewInstanceProfile.
+//   - list_awssystemsmanager.html: SendCommand takes document*, instance, managed-instance and
+//     bucket (the output bucket); DescribeInstanceInformation, ListCommands and
+//     GetCommandInvocation take no resource.
+//   - list_amazonec2autoscaling.html / list_awselasticloadbalancingv2.html: the Describe* actions
+//     take no resource; DetachInstances takes autoScalingGroup*, DeregisterTargets targetgroup*.
+//   - list_awsidentityandaccessmanagementiam.html: GetInstanceProfile takes instance-profile*,
+//     GetRolePolicy/PutRolePolicy role* (no condition key names the inline policy), PassRole
+//     role* with iam:PassedToService.
+//   - list_amazons3.html: PutObject/GetObject take object, ListBucket bucket; s3:if-none-match
+//     filters on the If-None-Match header.
+
+import { Aws } from 'aws-cdk-lib';
+
+export type StepName =
+  | 'metadata'
+  | 'screenshot'
+  | 'snapshot'
+  | 'termprotect'
+  | 'detach-profile'
+  | 'ssm-collect'
+  | 'quarantine'
+  | 'notify';
+
+/** ARNs that the statements are scoped to, known only once the stack's resources exist. */
+export interface ScopeArns {
+  readonly evidenceBucketArn: string;
+  readonly evidenceKeyArn: string;
+  readonly topicArn: string;
+  readonly topicKeyArn: string;
+  readonly forensicRoleArn: string;
+  readonly forensicInstanceProfileArn: string;
+}
+
+export interface StepStatement {
+  readonly sid: string;
+  readonly effect?: 'Allow' | 'Deny';
+  readonly actions: readonly string[];
+  readonly resources: readonly string[];
+  readonly conditions?: Record<string, Record<string, unknown>>;
+  /** Why this access, and why this scope. */
+  readonly why: string;
+}
+
+export interface StepDefinition {
+  readonly name: StepName;
+  /** Cargo package and binary; cargo lambda writes it to `target/lambda/<binary>/bootstrap`. */
+  readonly binary: string;
+  /** Construct id stem and `${<Id>FunctionArn}` placeholder stem in statemachine.asl.json. */
+  readonly id: string;
+  readonly description: string;
+  /** Extra environment beyond EVIDENCE_BUCKET, which every step gets. */
+  readonly environment?: (arns: ScopeArns) => Record<string, string>;
+  readonly statements: (arns: ScopeArns) => StepStatement[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// ARN builders: partition, region and account come from the deployment, never hard-coded.
+
+const region = Aws.REGION;
+const account = Aws.ACCOUNT_ID;
+const partition = Aws.PARTITION;
+
+export const arn = {
+  instances: `arn:${partition}:ec2:${region}:${account}:instance/*`,
+  volumes: `arn:${partition}:ec2:${region}:${account}:volume/*`,
+  // Snapshot ARNs carry no account id (SAR: arn:${Partition}:ec2:${Region}::snapshot/${SnapshotId}).
+  snapshots: `arn:${partition}:ec2:${region}::snapshot/*`,
+  securityGroups: `arn:${partition}:ec2:${region}:${account}:security-group/*`,
+  networkInterfaces: `arn:${partition}:ec2:${region}:${account}:network-interface/*`,
+  subnets: `arn:${partition}:ec2:${region}:${account}:subnet/*`,
+  vpcs: `arn:${partition}:ec2:${region}:${account}:vpc/*`,
+  autoScalingGroups: `arn:${partition}:autoscaling:${region}:${account}:autoScalingGroup:*:autoScalingGroupName/*`,
+  targetGroups: `arn:${partition}:elasticloadbalancing:${region}:${account}:targetgroup/*/*`,
+  iamRoles: `arn:${partition}:iam::${account}:role/*`,
+  iamInstanceProfiles: `arn:${partition}:iam::${account}:instance-profile/*`,
+  // AWS-owned SSM documents have no account in their ARN.
+  runShellScript: `arn:${partition}:ssm:${region}::document/AWS-RunShellScript`,
+  runPowerShellScript: `arn:${partition}:ssm:${region}::document/AWS-RunPowerShellScript`,
+};
+
+/** Every IAM role this stack creates lives under this path, so that it can be named in a Deny. */
+export const ROLE_PATH = '/cordon/';
+export const ownRoles = `arn:${partition}:iam::${account}:role${ROLE_PATH}*`;
+
+/** The tag namespace that Cordon writes; tag-writing statements allow no other key. */
+export const TAG_PREFIX = 'cordon:';
+/** The tag that marks a security group as created by Cordon (the quarantine group). */
+export const ROLE_TAG = 'cordon:role';
+
+// Read-only calls without resource-level permissions are still held to the deployment region.
+const inRegion = { StringEquals: { 'aws:RequestedRegion': region } };
+const onlyCordonTagKeys = {
+  'ForAllValues:StringLike': { 'aws:TagKeys': [`${TAG_PREFIX}*`] },
+  // ForAllValues is true for an empty set; require that tag keys are actually present.
+  Null: { 'aws:TagKeys': 'false' },
+};
+
+const NO_RESOURCE_LEVEL =
+  'the Service Authorization Reference lists no resource type for these actions, so "*" is the only valid Resource; aws:RequestedRegion keeps them to the deployment region';
+
+// ---------------------------------------------------------------------------------------------
+// Shared statement builders.
+
+type BucketAccess = { read?: boolean; write?: boolean; list?: boolean };
+
+/** Evidence bucket access, and the KMS use that it needs on the bucket key. */
+function evidence(arns: ScopeArns, access: BucketAccess): StepStatement[] {
+  const out: StepStatement[] = [];
+  const objects = `${arns.evidenceBucketArn}/*`;
+  if (access.write) {
+    out.push({
+      sid: 'EvidenceWrite',
+      actions: ['s3:PutObject'],
+      resources: [objects],
+      // The evidence writer always sends If-None-Match: * (never overwrite evidence); the
+      // condition makes that a rule of the role too, not only of the code.
+      conditions: { StringEquals: { 's3:if-none-match': '*' } },
+      why: 'write evidence objects; keys are <incident_id>/<instance_id>/<name>, known only at run time, so the scope is every object of the evidence bucket, and only as a create-if-absent put',
+    });
+  }
+  if (access.read) {
+    out.push({
+      sid: 'EvidenceRead',
+      actions: ['s3:GetObject'],
+      resources: [objects],
+      why: 'read back evidence objects (HeadObject/GetObject) to make retried writes idempotent; keys are known only at run time, so the scope is every object of the evidence bucket',
+    });
+  }
+  if (access.list) {
+    out.push({
+      sid: 'EvidenceList',
+      actions: ['s3:ListBucket'],
+      resources: [arns.evidenceBucketArn],
+      why: 'without ListBucket S3 answers a missing key with 403 instead of 404; scoped to the evidence bucket itself',
+    });
+  }
+  const keyActions = [
+    ...(access.write ? ['kms:GenerateDataKey'] : []),
+    ...(access.read ? ['kms:Decrypt'] : []),
+  ];
+  if (keyActions.length > 0) {
+    out.push({
+      sid: 'EvidenceKey',
+      actions: keyActions,
+      resources: [arns.evidenceKeyArn],
+      conditions: {
+        StringEquals: {
+          'kms:ViaService': `s3.${region}.amazonaws.com`,
+          // With an S3 Bucket Key the encryption context is the bucket ARN.
+          'kms:EncryptionContext:aws:s3:arn': arns.evidenceBucketArn,
+        },
+      },
+      why: 'SSE-KMS on the evidence bucket: GenerateDataKey to write, Decrypt to read; only the bucket key, only through S3, only for this bucket',
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table.
+
+export const STEPS: readonly StepDefinition[] = [
+  {
+    name: 'metadata',
+    binary: 'cordon-metadata',
+    id: 'Metadata',
+    description: 'Cordon: validate the request and record the instance metadata as evidence',
+    statements: (arns): StepStatement[] => [
+      {
+        sid: 'DescribeEc2',
+        actions: [
+          'ec2:DescribeInstances',
+          'ec2:DescribeVolumes',
+          'ec2:DescribeSecurityGroups',
+          'ec2:DescribeIamInstanceProfileAssociations',
+        ],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `record the instance, its volumes, groups and profile: ${NO_RESOURCE_LEVEL}`,
+      },
+      {
+        sid: 'DescribeInstanceAttribute',
+        actions: ['ec2:DescribeInstanceAttribute'],
+        resources: [arn.instances],
+        why: 'record termination protection and shutdown behaviour; takes the instance resource type, and the target instance is known only at run time, so any instance of this account and region',
+      },
+      {
+        sid: 'DescribeMembership',
+        actions: [
+          'autoscaling:DescribeAutoScalingInstances',
+          'elasticloadbalancing:DescribeTargetGroups',
+          'elasticloadbalancing:DescribeTargetHealth',
+          'ssm:DescribeInstanceInformation',
+        ],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `record Auto Scaling group, target group and SSM agent status: ${NO_RESOURCE_LEVEL}`,
+      },
+      ...evidence(arns, { read: true, write: true, list: true }),
+    ],
+  },
+  {
+    name: 'screenshot',
+    binary: 'cordon-screenshot',
+    id: 'Screenshot',
+    description: 'Cordon: save the console screenshot and console output as evidence',
+    statements: (arns): StepStatement[] => [
+      {
+        sid: 'Console',
+        actions: ['ec2:GetConsoleScreenshot', 'ec2:GetConsoleOutput'],
+        resources: [arn.instances],
+        why: 'capture the console; both take the instance resource type, and the target is known only at run time, so any instance of this account and region',
+      },
+      ...evidence(arns, { read: true, write: true, list: true }),
+    ],
+  },
+  {
+    name: 'snapshot',
+    binary: 'cordon-snapshot',
+    id: 'Snapshot',
+    description: 'Cordon: snapshot every EBS volume of the instance, tagged with the incident',
+    statements: (): StepStatement[] => [
+      {
+        sid: 'DescribeSnapshots',
+        actions: ['ec2:DescribeInstances', 'ec2:DescribeSnapshots'],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `find the volumes and follow snapshot progress: ${NO_RESOURCE_LEVEL}`,
+      },
+      {
+        sid: 'CreateSnapshots',
+        actions: ['ec2:CreateSnapshots', 'ec2:CreateSnapshot'],
+        resources: [arn.instances, arn.volumes, arn.snapshots],
+        why: 'snapshot the instance volumes; CreateSnapshots authorizes instance, volume and snapshot, CreateSnapshot volume and snapshot; targets are known only at run time, so any of this account and region (snapshot ARNs carry no account)',
+      },
+      {
+        sid: 'TagNewSnapshots',
+        actions: ['ec2:CreateTags'],
+        resources: [arn.snapshots],
+        conditions: { StringEquals: { 'ec2:CreateAction': ['CreateSnapshots', 'CreateSnapshot'] } },
+        why: 'tag snapshots in the same call that creates them (TagSpecifications); ec2:CreateAction allows tagging only as part of these two creating calls',
+      },
+      {
+        sid: 'TagSnapshotsCordonKeys',
+        actions: ['ec2:CreateTags'],
+        resources: [arn.snapshots],
+        conditions: onlyCordonTagKeys,
+        why: 'add incident tags to existing snapshots on a retry; only tag keys in the cordon: namespace',
+      },
+    ],
+  },
+  {
+    name: 'termprotect',
+    binary: 'cordon-termprotect',
+    id: 'Termprotect',
+    description: 'Cordon: enable termination protection, keep the instance on shutdown, detach it from its Auto Scaling group',
+    statements: (): StepStatement[] => [
+      {
+        sid: 'DescribeInstances',
+        actions: ['ec2:DescribeInstances', 'autoscaling:DescribeAutoScalingInstances'],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `read the instance and its Auto Scaling membership: ${NO_RESOURCE_LEVEL}`,
+      },
+      {
+        sid: 'ProtectInstance',
+        actions: ['ec2:DescribeInstanceAttribute', 'ec2:ModifyInstanceAttribute'],
+        resources: [arn.instances],
+        why: 'set disableApiTermination and instanceInitiatedShutdownBehavior; only instance resources are granted, so a ModifyInstanceAttribute that changes security groups (which also authorizes security-group resources) is denied',
+      },
+      {
+        sid: 'TagInstance',
+        actions: ['ec2:CreateTags'],
+        resources: [arn.instances],
+        conditions: onlyCordonTagKeys,
+        why: 'mark the instance as under incident response; only tag keys in the cordon: namespace',
+      },
+      {
+        sid: 'DetachFromAutoScaling',
+        actions: ['autoscaling:DetachInstances'],
+        resources: [arn.autoScalingGroups],
+        why: 'take the instance out of its Auto Scaling group so that it is not terminated as unhealthy; the group is known only at run time, so any group of this account and region',
+      },
+    ],
+  },
+  {
+    name: 'detach-profile',
+    binary: 'cordon-detach-profile',
+    id: 'DetachProfile',
+    description: 'Cordon: swap the instance profile for the forensic one and revoke the old role sessions',
+    environment: (arns) => ({ FORENSIC_INSTANCE_PROFILE_ARN: arns.forensicInstanceProfileArn }),
+    statements: (arns): StepStatement[] => [
+      {
+        sid: 'DescribeAssociations',
+        actions: ['ec2:DescribeIamInstanceProfileAssociations'],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `find the current profile association: ${NO_RESOURCE_LEVEL}`,
+      },
+      {
+        sid: 'Disassociate',
+        actions: ['ec2:DisassociateIamInstanceProfile'],
+        resources: [arn.instances],
+        why: 'remove the compromised profile; takes the instance resource type, and the target is known only at run time',
+      },
+      {
+        sid: 'AssociateForensicProfileOnly',
+        actions: ['ec2:AssociateIamInstanceProfile'],
+        resources: [arn.instances],
+        conditions: { ArnEquals: { 'ec2:NewInstanceProfile': arns.forensicInstanceProfileArn } },
+        why: 'attach the forensic profile; ec2:NewInstanceProfile allows attaching no other profile',
+      },
+      {
+        sid: 'PassForensicRoleToEc2',
+        actions: ['iam:PassRole'],
+        resources: [arns.forensicRoleArn],
+        conditions: { StringEquals: { 'iam:PassedToService': 'ec2.amazonaws.com' } },
+        why: 'AssociateIamInstanceProfile needs PassRole for the profile role: only the forensic role, only to EC2',
+      },
+      {
+        sid: 'ReadInstanceProfile',
+        actions: ['iam:GetInstanceProfile'],
+        resources: [arn.iamInstanceProfiles],
+        why: 'find the role of the compromised profile; the profile is known only at run time, so any instance profile of this account',
+      },
+      {
+        sid: 'RevokeRoleSessions',
+        actions: ['iam:GetRolePolicy', 'iam:PutRolePolicy'],
+        resources: [arn.iamRoles],
+        why: 'put the cordon-revoke-* inline deny policy (aws:TokenIssueTime) on the compromised role; IAM has no condition key for an inline policy name and the role is known only at run time, so any role of this account (the name is enforced by the step code, and the Deny below keeps Cordon\'s own roles out of reach)',
+      },
+      {
+        sid: 'NeverEditCordonRoles',
+        effect: 'Deny',
+        actions: ['iam:PutRolePolicy'],
+        resources: [ownRoles],
+        why: `PutRolePolicy on "role/*" would let this function grant itself anything: every role of this stack lives under the ${ROLE_PATH} path and is denied`,
+      },
+    ],
+  },
+  {
+    name: 'ssm-collect',
+    binary: 'cordon-ssm-collect',
+    id: 'SsmCollect',
+    description: 'Cordon: run the volatile-data collection on the instance through SSM Run Command',
+    statements: (arns): StepStatement[] => [
+      {
+        sid: 'ReadSsm',
+        actions: ['ssm:DescribeInstanceInformation', 'ssm:ListCommands', 'ssm:GetCommandInvocation'],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `check the agent and follow the command: ${NO_RESOURCE_LEVEL}`,
+      },
+      {
+        sid: 'RunCollectionScript',
+        actions: ['ssm:SendCommand'],
+        resources: [arn.runShellScript, arn.runPowerShellScript, arn.instances, arns.evidenceBucketArn],
+        why: 'run the collection script: only the two AWS-owned shell documents, on EC2 instances (the target is known only at run time), with command output going only to the evidence bucket (SendCommand authorizes the output bucket too)',
+      },
+      ...evidence(arns, { read: true, list: true }),
+    ],
+  },
+  {
+    name: 'quarantine',
+    binary: 'cordon-quarantine',
+    id: 'Quarantine',
+    description: 'Cordon: move every network interface to an isolation security group and deregister the instance from load balancers',
+    statements: (): StepStatement[] => [
+      {
+        sid: 'DescribeNetwork',
+        actions: [
+          'ec2:DescribeInstances',
+          'ec2:DescribeSecurityGroups',
+          'ec2:DescribeNetworkInterfaces',
+          'elasticloadbalancing:DescribeTargetGroups',
+          'elasticloadbalancing:DescribeTargetHealth',
+        ],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `find the interfaces, the existing isolation group and the target groups: ${NO_RESOURCE_LEVEL}`,
+      },
+      {
+        sid: 'CreateTaggedGroup',
+        actions: ['ec2:CreateSecurityGroup'],
+        resources: [arn.securityGroups],
+        conditions: { Null: { [`aws:RequestTag/${ROLE_TAG}`]: 'false' } },
+        why: `create the isolation group only with the ${ROLE_TAG} tag in the same call, which is what the rule and tag statements below key on`,
+      },
+      {
+        sid: 'CreateGroupInVpc',
+        actions: ['ec2:CreateSecurityGroup'],
+        resources: [arn.vpcs],
+        why: 'CreateSecurityGroup also authorizes the VPC; the instance VPC is known only at run time, and the group itself is held to the tag condition above',
+      },
+      {
+        sid: 'TagNewGroup',
+        actions: ['ec2:CreateTags'],
+        resources: [arn.securityGroups],
+        conditions: { StringEquals: { 'ec2:CreateAction': 'CreateSecurityGroup' } },
+        why: 'tag the isolation group in the call that creates it; no tagging of existing groups',
+      },
+      {
+        sid: 'TagInstance',
+        actions: ['ec2:CreateTags'],
+        resources: [arn.instances],
+        conditions: onlyCordonTagKeys,
+        why: 'record the quarantine on the instance; only tag keys in the cordon: namespace',
+      },
+      {
+        sid: 'EditCordonGroupsOnly',
+        actions: [
+          'ec2:AuthorizeSecurityGroupIngress',
+          'ec2:AuthorizeSecurityGroupEgress',
+          'ec2:RevokeSecurityGroupEgress',
+        ],
+        resources: [arn.securityGroups],
+        conditions: { Null: { [`aws:ResourceTag/${ROLE_TAG}`]: 'false' } },
+        why: `set the isolation group rules (remove the default allow-all egress); only groups carrying ${ROLE_TAG}, so no other group of the account can be opened`,
+      },
+      {
+        sid: 'MoveInterfaces',
+        actions: ['ec2:ModifyNetworkInterfaceAttribute'],
+        resources: [arn.networkInterfaces, arn.instances, arn.subnets],
+        why: 'replace the groups of every interface of the instance; interfaces are known only at run time (the call also authorizes the attached instance and the subnet)',
+      },
+      {
+        sid: 'MoveInterfacesToCordonGroupsOnly',
+        actions: ['ec2:ModifyNetworkInterfaceAttribute'],
+        resources: [arn.securityGroups],
+        conditions: { Null: { [`aws:ResourceTag/${ROLE_TAG}`]: 'false' } },
+        why: `the groups named in the call are authorized too: only groups carrying ${ROLE_TAG}, so an interface can be moved into the isolation group and nowhere else`,
+      },
+      {
+        sid: 'DeregisterTargets',
+        actions: ['elasticloadbalancing:DeregisterTargets'],
+        resources: [arn.targetGroups],
+        why: 'take the instance out of its target groups; they are known only at run time, so any target group of this account and region',
+      },
+    ],
+  },
+  {
+    name: 'notify',
+    binary: 'cordon-notify',
+    id: 'Notify',
+    description: 'Cordon: publish the incident summary to the notification topic and store it as evidence',
+    environment: (arns) => ({ TOPIC_ARN: arns.topicArn }),
+    statements: (arns): StepStatement[] => [
+      {
+        sid: 'Publish',
+        actions: ['sns:Publish'],
+        resources: [arns.topicArn],
+        why: 'tell the team: only the Cordon topic',
+      },
+      {
+        sid: 'TopicKey',
+        actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
+        resources: [arns.topicKeyArn],
+        conditions: { StringEquals: { 'kms:ViaService': `sns.${region}.amazonaws.com` } },
+        why: 'a publisher to a KMS-encrypted topic needs GenerateDataKey and Decrypt on its key: only the topic key, only through SNS',
+      },
+      ...evidence(arns, { read: true, write: true, list: true }),
+    ],
+  },
+];
+
+/** `${MetadataFunctionArn}` and so on: the state machine placeholder of a step's function. */
+export function functionArnPlaceholder(step: StepDefinition): string {
+  return `${step.id}FunctionArn`;
+}

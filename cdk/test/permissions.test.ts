@@ -1,0 +1,314 @@
+// Least privilege, checked against a table written here independently of lib/steps.ts: each step
+// function's role grants exactly these actions, scoped as stated, and nothing in the template
+// grants a wildcard action.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import {
+  type Statement,
+  flatten,
+  list,
+  logicalIdOf,
+  resourcesOf,
+  roleGrants,
+  synth,
+} from './helpers';
+
+const { template } = synth({ guardDutySeverity: 5 });
+const json = template.toJSON();
+const [stateMachine] = Object.values(resourcesOf(template, 'AWS::StepFunctions::StateMachine'));
+const substitutions = stateMachine.Properties.DefinitionSubstitutions as Record<string, unknown>;
+
+const LOGS = ['logs:CreateLogStream', 'logs:PutLogEvents'];
+const S3_RW = ['s3:PutObject', 's3:GetObject', 's3:ListBucket', 'kms:GenerateDataKey', 'kms:Decrypt'];
+
+/** The issue's list, per step (plus the runtime's own log writes). */
+const EXPECTED_ACTIONS: Record<string, string[]> = {
+  MetadataFunctionArn: [
+    'ec2:DescribeInstances', 'ec2:DescribeVolumes', 'ec2:DescribeSecurityGroups',
+    'ec2:DescribeIamInstanceProfileAssociations', 'ec2:DescribeInstanceAttribute',
+    'autoscaling:DescribeAutoScalingInstances',
+    'elasticloadbalancing:DescribeTargetGroups', 'elasticloadbalancing:DescribeTargetHealth',
+    'ssm:DescribeInstanceInformation',
+    ...S3_RW, ...LOGS,
+  ],
+  ScreenshotFunctionArn: ['ec2:GetConsoleScreenshot', 'ec2:GetConsoleOutput', ...S3_RW, ...LOGS],
+  SnapshotFunctionArn: [
+    'ec2:DescribeInstances', 'ec2:DescribeSnapshots', 'ec2:CreateSnapshots', 'ec2:CreateSnapshot',
+    'ec2:CreateTags', ...LOGS,
+  ],
+  TermprotectFunctionArn: [
+    'ec2:DescribeInstances', 'ec2:DescribeInstanceAttribute', 'ec2:ModifyInstanceAttribute', 'ec2:CreateTags',
+    'autoscaling:DescribeAutoScalingInstances', 'autoscaling:DetachInstances', ...LOGS,
+  ],
+  DetachProfileFunctionArn: [
+    'ec2:DescribeIamInstanceProfileAssociations', 'ec2:DisassociateIamInstanceProfile',
+    'ec2:AssociateIamInstanceProfile', 'iam:GetInstanceProfile', 'iam:GetRolePolicy', 'iam:PutRolePolicy',
+    'iam:PassRole', ...LOGS,
+  ],
+  SsmCollectFunctionArn: [
+    'ssm:DescribeInstanceInformation', 'ssm:SendCommand', 'ssm:ListCommands', 'ssm:GetCommandInvocation',
+    's3:ListBucket', 's3:GetObject', 'kms:Decrypt', ...LOGS,
+  ],
+  QuarantineFunctionArn: [
+    'ec2:DescribeInstances', 'ec2:DescribeSecurityGroups', 'ec2:DescribeNetworkInterfaces',
+    'ec2:CreateSecurityGroup', 'ec2:CreateTags', 'ec2:AuthorizeSecurityGroupIngress',
+    'ec2:AuthorizeSecurityGroupEgress', 'ec2:RevokeSecurityGroupEgress', 'ec2:ModifyNetworkInterfaceAttribute',
+    'elasticloadbalancing:DescribeTargetGroups', 'elasticloadbalancing:DescribeTargetHealth',
+    'elasticloadbalancing:DeregisterTargets', ...LOGS,
+  ],
+  NotifyFunctionArn: ['sns:Publish', ...S3_RW, ...LOGS],
+};
+
+/** Actions for which the Service Authorization Reference lists no resource type: only these may be on "*". */
+const NO_RESOURCE_TYPE = new Set([
+  'ec2:DescribeInstances', 'ec2:DescribeVolumes', 'ec2:DescribeSecurityGroups',
+  'ec2:DescribeIamInstanceProfileAssociations', 'ec2:DescribeSnapshots', 'ec2:DescribeNetworkInterfaces',
+  'autoscaling:DescribeAutoScalingInstances', 'elasticloadbalancing:DescribeTargetGroups',
+  'elasticloadbalancing:DescribeTargetHealth', 'ssm:DescribeInstanceInformation', 'ssm:ListCommands',
+  'ssm:GetCommandInvocation',
+]);
+
+const roleOf = (placeholder: string): string => {
+  const fnId = logicalIdOf(substitutions[placeholder]);
+  return logicalIdOf(json.Resources[fnId].Properties.Role);
+};
+const allowed = (statements: Statement[]) => statements.filter((s) => s.Effect === 'Allow');
+const actionsOf = (statements: Statement[]) => [...new Set(allowed(statements).flatMap((s) => list(s.Action)))].sort();
+const statementsWith = (statements: Statement[], action: string) =>
+  allowed(statements).filter((s) => list(s.Action).includes(action));
+const resourcesOfStatement = (s: Statement) => list(s.Resource).map(flatten);
+
+const INSTANCES = 'arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*';
+const SNAPSHOTS = 'arn:<AWS::Partition>:ec2:<AWS::Region>::snapshot/*';
+const GROUPS = 'arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:security-group/*';
+
+describe('step function roles', () => {
+  test('each of the eight functions has a role of its own', () => {
+    const roles = Object.keys(EXPECTED_ACTIONS).map(roleOf);
+    assert.equal(new Set(roles).size, 8);
+  });
+
+  for (const [placeholder, expected] of Object.entries(EXPECTED_ACTIONS)) {
+    test(`${placeholder.replace('FunctionArn', '')} role grants exactly its step's actions`, () => {
+      const { statements, managed } = roleGrants(template, roleOf(placeholder));
+      assert.deepEqual(managed, [], 'no managed policies on a step role');
+      assert.deepEqual(actionsOf(statements), [...new Set(expected)].sort());
+    });
+  }
+
+  test('"*" resources carry only actions that have no resource type, held to the region', () => {
+    for (const placeholder of Object.keys(EXPECTED_ACTIONS)) {
+      for (const s of allowed(roleGrants(template, roleOf(placeholder)).statements)) {
+        if (!list(s.Resource).includes('*')) continue;
+        for (const action of list(s.Action)) {
+          assert.ok(NO_RESOURCE_TYPE.has(action), `${placeholder}: ${action} is granted on "*"`);
+        }
+        assert.deepEqual(s.Condition, { StringEquals: { 'aws:RequestedRegion': { Ref: 'AWS::Region' } } });
+      }
+    }
+  });
+
+  test('log writes go only to the function\'s own log group', () => {
+    for (const placeholder of Object.keys(EXPECTED_ACTIONS)) {
+      const fn = json.Resources[logicalIdOf(substitutions[placeholder])];
+      const logGroup = fn.Properties.LoggingConfig.LogGroup.Ref;
+      const [s] = statementsWith(roleGrants(template, roleOf(placeholder)).statements, 'logs:PutLogEvents');
+      assert.deepEqual(s.Resource, { 'Fn::GetAtt': [logGroup, 'Arn'] });
+    }
+  });
+
+  test('evidence writes are create-only (If-None-Match) and KMS use is the bucket key via S3', () => {
+    for (const placeholder of ['MetadataFunctionArn', 'ScreenshotFunctionArn', 'NotifyFunctionArn']) {
+      const { statements } = roleGrants(template, roleOf(placeholder));
+      const [put] = statementsWith(statements, 's3:PutObject');
+      assert.match(resourcesOfStatement(put)[0], /^<EvidenceBucket\w+\.Arn>\/\*$/);
+      assert.deepEqual(put.Condition, { StringEquals: { 's3:if-none-match': '*' } });
+      const [list_] = statementsWith(statements, 's3:ListBucket');
+      assert.match(resourcesOfStatement(list_)[0], /^<EvidenceBucket\w+\.Arn>$/);
+      const key = statementsWith(statements, 'kms:GenerateDataKey').find((s) => /^<EvidenceKey\w+\.Arn>$/.test(resourcesOfStatement(s)[0]));
+      assert.ok(key, `${placeholder}: no GenerateDataKey on the evidence key`);
+      assert.deepEqual(list(key.Action).sort(), ['kms:Decrypt', 'kms:GenerateDataKey']);
+      assert.equal(flatten(key.Condition?.StringEquals['kms:ViaService']), 's3.<AWS::Region>.amazonaws.com');
+      assert.match(flatten(key.Condition?.StringEquals['kms:EncryptionContext:aws:s3:arn']), /^<EvidenceBucket\w+\.Arn>$/);
+    }
+  });
+
+  test('snapshot: tags only on snapshots, at creation or with cordon: keys', () => {
+    const { statements } = roleGrants(template, roleOf('SnapshotFunctionArn'));
+    const tags = statementsWith(statements, 'ec2:CreateTags');
+    assert.equal(tags.length, 2);
+    for (const s of tags) assert.deepEqual(resourcesOfStatement(s), [SNAPSHOTS]);
+    assert.deepEqual(tags.map((s) => s.Condition).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))), [
+      { 'ForAllValues:StringLike': { 'aws:TagKeys': ['cordon:*'] }, Null: { 'aws:TagKeys': 'false' } },
+      { StringEquals: { 'ec2:CreateAction': ['CreateSnapshots', 'CreateSnapshot'] } },
+    ]);
+    const [create] = statementsWith(statements, 'ec2:CreateSnapshots');
+    assert.ok(resourcesOfStatement(create).includes(SNAPSHOTS));
+  });
+
+  test('termprotect: tags only cordon: keys on instances; modifies instances only', () => {
+    const { statements } = roleGrants(template, roleOf('TermprotectFunctionArn'));
+    const [tag] = statementsWith(statements, 'ec2:CreateTags');
+    assert.deepEqual(resourcesOfStatement(tag), [INSTANCES]);
+    assert.deepEqual(tag.Condition?.['ForAllValues:StringLike'], { 'aws:TagKeys': ['cordon:*'] });
+    const [modify] = statementsWith(statements, 'ec2:ModifyInstanceAttribute');
+    assert.deepEqual(resourcesOfStatement(modify), [INSTANCES]);
+    const [detach] = statementsWith(statements, 'autoscaling:DetachInstances');
+    assert.match(resourcesOfStatement(detach)[0], /:autoscaling:<AWS::Region>:<AWS::AccountId>:autoScalingGroup:\*:autoScalingGroupName\/\*$/);
+  });
+
+  test('detach-profile: passes and attaches only the forensic role/profile, never edits Cordon roles', () => {
+    const { statements } = roleGrants(template, roleOf('DetachProfileFunctionArn'));
+    const [pass] = statementsWith(statements, 'iam:PassRole');
+    assert.match(resourcesOfStatement(pass).join(), /^<ForensicRole\w+\.Arn>$/);
+    assert.deepEqual(pass.Condition, { StringEquals: { 'iam:PassedToService': 'ec2.amazonaws.com' } });
+    const [associate] = statementsWith(statements, 'ec2:AssociateIamInstanceProfile');
+    assert.deepEqual(resourcesOfStatement(associate), [INSTANCES]);
+    assert.match(flatten(associate.Condition?.ArnEquals['ec2:NewInstanceProfile']), /^<ForensicInstanceProfile\w*\.Arn>$/);
+    const [put] = statementsWith(statements, 'iam:PutRolePolicy');
+    assert.deepEqual(resourcesOfStatement(put), ['arn:<AWS::Partition>:iam::<AWS::AccountId>:role/*']);
+    const deny = statements.filter((s) => s.Effect === 'Deny');
+    assert.equal(deny.length, 1);
+    assert.deepEqual(list(deny[0].Action), ['iam:PutRolePolicy']);
+    assert.deepEqual(resourcesOfStatement(deny[0]), ['arn:<AWS::Partition>:iam::<AWS::AccountId>:role/cordon/*']);
+  });
+
+  test('every role of the stack lives under /cordon/ (so the Deny above covers them)', () => {
+    for (const [id, role] of Object.entries(resourcesOf(template, 'AWS::IAM::Role'))) {
+      // The account-wide API Gateway CloudWatch role is the construct's; the functions cannot assume it.
+      if (id.startsWith('ApiCloudWatchRole')) continue;
+      assert.equal(role.Properties.Path, '/cordon/', id);
+    }
+  });
+
+  test('ssm-collect: SendCommand only with the two AWS shell documents, on instances, output to the evidence bucket', () => {
+    const { statements } = roleGrants(template, roleOf('SsmCollectFunctionArn'));
+    const [send] = statementsWith(statements, 'ssm:SendCommand');
+    const resources = resourcesOfStatement(send);
+    assert.deepEqual(resources.filter((r) => r.includes(':document/')).sort(), [
+      'arn:<AWS::Partition>:ssm:<AWS::Region>::document/AWS-RunPowerShellScript',
+      'arn:<AWS::Partition>:ssm:<AWS::Region>::document/AWS-RunShellScript',
+    ]);
+    assert.ok(resources.includes(INSTANCES));
+    assert.equal(resources.length, 4);
+    assert.equal(statementsWith(statements, 's3:PutObject').length, 0);
+  });
+
+  test('quarantine: creates only tagged groups and edits/uses only cordon:role groups', () => {
+    const { statements } = roleGrants(template, roleOf('QuarantineFunctionArn'));
+    const create = statementsWith(statements, 'ec2:CreateSecurityGroup');
+    const onGroups = create.find((s) => resourcesOfStatement(s).includes(GROUPS));
+    assert.deepEqual(onGroups?.Condition, { Null: { 'aws:RequestTag/cordon:role': 'false' } });
+    for (const action of ['ec2:AuthorizeSecurityGroupIngress', 'ec2:AuthorizeSecurityGroupEgress', 'ec2:RevokeSecurityGroupEgress']) {
+      for (const s of statementsWith(statements, action)) {
+        assert.deepEqual(resourcesOfStatement(s), [GROUPS]);
+        assert.deepEqual(s.Condition, { Null: { 'aws:ResourceTag/cordon:role': 'false' } });
+      }
+    }
+    const tags = statementsWith(statements, 'ec2:CreateTags');
+    const groupTag = tags.find((s) => resourcesOfStatement(s).includes(GROUPS));
+    assert.deepEqual(groupTag?.Condition, { StringEquals: { 'ec2:CreateAction': 'CreateSecurityGroup' } });
+    const instanceTag = tags.find((s) => resourcesOfStatement(s).includes(INSTANCES));
+    assert.deepEqual(instanceTag?.Condition?.['ForAllValues:StringLike'], { 'aws:TagKeys': ['cordon:*'] });
+    const moveToGroups = statementsWith(statements, 'ec2:ModifyNetworkInterfaceAttribute')
+      .filter((s) => resourcesOfStatement(s).includes(GROUPS));
+    assert.equal(moveToGroups.length, 1);
+    assert.deepEqual(moveToGroups[0].Condition, { Null: { 'aws:ResourceTag/cordon:role': 'false' } });
+  });
+
+  test('notify: publishes only to the Cordon topic, with its key via SNS', () => {
+    const { statements } = roleGrants(template, roleOf('NotifyFunctionArn'));
+    const [publish] = statementsWith(statements, 'sns:Publish');
+    assert.match(resourcesOfStatement(publish).join(), /^<Topic\w+>$/);
+    const keys = statementsWith(statements, 'kms:Decrypt').map((s) => resourcesOfStatement(s).join());
+    assert.ok(keys.some((k) => /^<TopicKey\w+\.Arn>$/.test(k)));
+  });
+});
+
+describe('other roles', () => {
+  test('the state machine role invokes exactly the eight functions, unqualified', () => {
+    const smRole = logicalIdOf(stateMachine.Properties.RoleArn);
+    const { statements, managed } = roleGrants(template, smRole);
+    assert.deepEqual(managed, []);
+    const invoke = statementsWith(statements, 'lambda:InvokeFunction');
+    assert.equal(invoke.length, 1);
+    const expected = Object.keys(EXPECTED_ACTIONS).map((p) => substitutions[p]);
+    assert.deepEqual(
+      list(invoke[0].Resource).map((r) => JSON.stringify(r)).sort(),
+      expected.map((r) => JSON.stringify(r)).sort(),
+    );
+    // Besides invoking: only the logging and tracing plumbing that the construct adds.
+    const rest = actionsOf(statements).filter((a) => a !== 'lambda:InvokeFunction');
+    for (const action of rest) assert.match(action, /^(logs|xray):(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups|PutTraceSegments|PutTelemetryRecords|GetSamplingRules|GetSamplingTargets)$/);
+  });
+
+  test('the forensic role: SSM core managed policy plus create-only access to the evidence bucket', () => {
+    const [profile] = Object.values(resourcesOf(template, 'AWS::IAM::InstanceProfile'));
+    const roleId = profile.Properties.Roles[0].Ref;
+    const { statements, managed } = roleGrants(template, roleId);
+    assert.deepEqual(managed.map(flatten), ['arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore']);
+    assert.deepEqual(actionsOf(statements), ['kms:Decrypt', 'kms:GenerateDataKey', 's3:PutObject']);
+    const [put] = statementsWith(statements, 's3:PutObject');
+    assert.match(resourcesOfStatement(put).join(), /^<EvidenceBucket\w+\.Arn>\/\*$/);
+    assert.deepEqual(json.Resources[roleId].Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: 'ec2.amazonaws.com' });
+  });
+
+  test('the API role starts this state machine and describes only its executions', () => {
+    const [post] = Object.values(resourcesOf(template, 'AWS::ApiGateway::Method')).filter((m) => m.Properties.HttpMethod === 'POST');
+    const roleId = logicalIdOf(post.Properties.Integration.Credentials);
+    const { statements } = roleGrants(template, roleId);
+    assert.deepEqual(actionsOf(statements), ['states:DescribeExecution', 'states:StartExecution']);
+    assert.match(flatten(statementsWith(statements, 'states:StartExecution')[0].Resource), /^<StateMachine\w+>$/);
+    assert.match(
+      flatten(statementsWith(statements, 'states:DescribeExecution')[0].Resource),
+      /^arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<StateMachine\w+\.Name>:\*$/,
+    );
+  });
+
+  test('the GuardDuty rule role only starts this state machine', () => {
+    const [rule] = Object.values(resourcesOf(template, 'AWS::Events::Rule'));
+    const roleId = logicalIdOf(rule.Properties.Targets[0].RoleArn);
+    const { statements } = roleGrants(template, roleId);
+    assert.deepEqual(actionsOf(statements), ['states:StartExecution']);
+    assert.match(flatten(statements[0].Resource), /^<StateMachine\w+>$/);
+  });
+});
+
+describe('no wildcard actions', () => {
+  const documents: { where: string; statements: Statement[] }[] = [];
+  for (const [id, r] of Object.entries(json.Resources as Record<string, any>)) {
+    const p = r.Properties ?? {};
+    for (const policy of list(p.Policies)) documents.push({ where: `${id} inline`, statements: (policy as any).PolicyDocument.Statement });
+    for (const key of ['PolicyDocument', 'KeyPolicy']) {
+      if (p[key]?.Statement) documents.push({ where: `${id} ${key}`, statements: p[key].Statement });
+    }
+  }
+
+  test('the template has identity and resource policies to check', () => {
+    assert.ok(documents.length >= 15, `${documents.length} policy documents`);
+  });
+
+  test('no identity policy statement has a "*" or "service:*" action', () => {
+    for (const { where, statements } of documents.filter((d) => !d.where.endsWith('KeyPolicy'))) {
+      for (const s of statements) {
+        for (const action of list(s.Action)) {
+          const denyTls = s.Effect === 'Deny' && /aws:SecureTransport|s3:TlsVersion/.test(JSON.stringify(s.Condition ?? {}));
+          if (denyTls) continue; // enforceSSL / minimumTLSVersion: deny every action without TLS 1.2
+          assert.ok(!action.includes('*'), `${where}: ${s.Effect} ${action}`);
+        }
+      }
+    }
+  });
+
+  test('key policies: only the account root statement (delegation to IAM) uses kms:*', () => {
+    for (const { where, statements } of documents.filter((d) => d.where.endsWith('KeyPolicy'))) {
+      for (const s of statements) {
+        if (!list(s.Action).some((a) => a.includes('*'))) continue;
+        assert.deepEqual(list(s.Action), ['kms:*'], where);
+        assert.match(flatten((s.Principal as any).AWS), /^arn:<AWS::Partition>:iam::<AWS::AccountId>:root$/, where);
+      }
+    }
+  });
+});

@@ -1,0 +1,23 @@
+// The main README's least-privilege table names every action that lib/steps.ts grants each step.
+
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+
+import { STEPS } from '../lib/steps';
+
+const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8');
+const arns = {
+  evidenceBucketArn: 'bucket', evidenceKeyArn: 'key', topicArn: 'topic', topicKeyArn: 'topickey',
+  forensicRoleArn: 'role', forensicInstanceProfileArn: 'profile',
+};
+
+for (const step of STEPS) {
+  test(`README least-privilege row for ${step.name} lists its actions`, () => {
+    const row = readme.split('\n').find((line) => line.startsWith(`| ${step.name} |`));
+    assert.ok(row, `no row for ${step.name}`);
+    const actions = new Set(step.statements(arns).filter((s) => s.effect !== 'Deny').flatMap((s) => s.actions));
+    for (const action of actions) assert.ok(row.includes(`\`${action}\``), `${step.name}: ${action} missing`);
+  });
+}
