@@ -249,16 +249,19 @@ sanitize() {
 # Sections. Each returns non-zero when something it needed could not be collected.
 
 sec_identity() {
-  local f
+  local f k v rest
   try date -u '+%Y-%m-%dT%H:%M:%SZ'
   if have hostname; then try hostname; else show_file /proc/sys/kernel/hostname; fi
   try uname -a
   show_file /etc/os-release
   if have uptime; then try uptime; fi
   show_file /proc/uptime
-  if [ -r /proc/stat ]; then
-    note "boot time (btime, UTC): $(awk '/^btime/ {print $2}' /proc/stat 2>/dev/null | { read -r b && date -u -d "@$b" '+%Y-%m-%dT%H:%M:%SZ' 2>/dev/null; })"
-  fi
+  while read -r k v rest; do
+    if [ "$k" = btime ]; then
+      note "boot time (btime, UTC): $(date -u -d "@$v" '+%Y-%m-%dT%H:%M:%SZ' 2>&1)"
+      break
+    fi
+  done 2>/dev/null </proc/stat
   show_file /proc/cmdline
   show_file /etc/machine-id
   show_file /etc/timezone

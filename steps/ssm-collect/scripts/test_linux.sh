@@ -255,10 +255,11 @@ rm -f "$WORK/decoy"
 run_collection default
 kill "$decoy_pid" 2>/dev/null
 wait "$decoy_pid" 2>/dev/null
+decoy=$decoy_pid
 decoy_pid=''
 check_output default
 proc=$(section processes "$WORK/default.out")
-row=$(grep -E "^$decoy_pid"$'\t' <<<"$proc")
+row=$(grep -E "^$decoy"$'\t' <<<"$proc")
 if [[ $row == *$'\t'deleted,tmp-path$'\t'"$decoy_sha"$'\t'* ]]; then
   ok "[default] process with a deleted executable is flagged and hashed from /proc/PID/exe"
 else
