@@ -94,8 +94,12 @@ deploy: venv cdk-deps ## Build the step binaries for Lambda (arm64) and deploy w
 destroy: cdk-deps ## Remove the stack (the evidence bucket, its key and the logs are kept)
 	cd cdk && npm run -s destroy -- $(CDK_ARGS)
 
+.PHONY: scripts-test
+scripts-test: venv ## shellcheck the collection scripts and run linux.sh for real (read-only checks)
+	PATH="$(VENV)/bin:$$PATH" bash steps/ssm-collect/scripts/test_linux.sh
+
 .PHONY: test
-test: lint unit asl cdk-test integration ## Everything CI runs: lint, unit tests, ASL and CDK checks, scenarios on the local stack
+test: lint unit asl scripts-test cdk-test integration ## Everything CI runs: lint, unit tests, ASL and CDK checks, scenarios on the local stack
 
 .PHONY: clean
 clean: local-down ## Remove build output, the virtualenv and local stack state

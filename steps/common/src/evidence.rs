@@ -73,6 +73,9 @@ impl EvidenceWriter {
             .key(&key)
             .content_type(content_type)
             .if_none_match("*")
+            // Names the algorithm as well as the value: S3 requires a checksum on every put to a
+            // bucket with Object Lock.
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
             .checksum_sha256(aws_smithy_types::base64::encode(digest))
             .metadata(SHA256_METADATA, &sha256)
             .metadata("incident-id", &incident.incident_id)

@@ -1,0 +1,199 @@
+"""pytest fixtures: the local AWS stack, started once per session.
+
+``stack`` runs ``python -m local_aws up`` into a temporary state directory (binaries from
+``CORDON_BIN_DIR``, required) and ``down`` at the end. Set ``CORDON_STACK_STATE_DIR`` to the state
+directory of a stack you already started to reuse it instead (it is then left running).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from local_aws import seed as seed_module  # noqa: E402
+
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+
+def read_env(state_dir: Path) -> dict[str, str]:
+    values = {}
+    for line in (state_dir / "env").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key] = shlex.split(value)[0] if value else ""
+    return values
+
+
+class Stack:
+    """The running stack: its settings, boto3 clients and helpers."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.env = read_env(state_dir)
+        self.endpoint = self.env["AWS_ENDPOINT_URL"]
+        self.region = self.env["AWS_REGION"]
+        self.control_url = self.env["CORDON_CONTROL_URL"]
+        self.state_machine_arn = self.env["CORDON_STATE_MACHINE_ARN"]
+        self.bucket = self.env["CORDON_EVIDENCE_BUCKET"]
+        self.topic_arn = self.env["CORDON_TOPIC_ARN"]
+        self.queue_url = self.env["CORDON_QUEUE_URL"]
+        self.demo_instance_id = self.env["CORDON_DEMO_INSTANCE_ID"]
+        self.unmanaged_instance_id = self.env["CORDON_UNMANAGED_INSTANCE_ID"]
+        self.seed = json.loads((state_dir / "seed.json").read_text())
+        self.context = seed_module.SeedContext.from_dict(self.seed["context"])
+        self.sfn = self.client("stepfunctions")
+        self.s3 = self.client("s3")
+        self.ec2 = self.client("ec2")
+        self.sqs = self.client("sqs")
+        self.ssm = self.client("ssm")
+        self.iam = self.client("iam")
+
+    def client(self, service: str, retries: int | None = None):
+        """A boto3 client for the stack; ``retries=0`` turns the SDK's own retries off."""
+        config = (
+            Config(retries={"total_max_attempts": retries + 1, "mode": "standard"}) if retries is not None else None
+        )
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=config,
+        )
+
+    # -------------------------------------------------------------- executions
+
+    def run_execution(self, input, name: str | None = None, timeout: float = 120, raw: bool = False):
+        """Starts an execution (``input`` JSON-encoded unless ``raw``), waits for it to end and
+        returns ``(describe_execution, history_events)``."""
+        name = name or f"t-{uuid.uuid4().hex[:12]}"
+        arn = self.sfn.start_execution(
+            stateMachineArn=self.state_machine_arn, name=name, input=input if raw else json.dumps(input)
+        )["executionArn"]
+        deadline = time.monotonic() + timeout
+        while True:
+            desc = self.sfn.describe_execution(executionArn=arn)
+            if desc["status"] in TERMINAL:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"execution {name} still {desc['status']} after {timeout}s")
+            time.sleep(0.25)
+        events, token = [], None
+        while True:
+            page = self.sfn.get_execution_history(
+                executionArn=arn, maxResults=1000, **({"nextToken": token} if token else {})
+            )
+            events += page["events"]
+            token = page.get("nextToken")
+            if not token:
+                break
+        return desc, events
+
+    # -------------------------------------------------------------- evidence and notifications
+
+    def objects_under(self, prefix: str, bucket: str | None = None) -> list[dict]:
+        out = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket or self.bucket, Prefix=prefix):
+            out += page.get("Contents", [])
+        return out
+
+    def get_object(self, key: str, bucket: str | None = None) -> tuple[bytes, dict]:
+        obj = self.s3.get_object(Bucket=bucket or self.bucket, Key=key)
+        return obj["Body"].read(), obj
+
+    def notifications(self, wait_seconds: float = 2) -> list[dict]:
+        """Drains the topic's tap queue: the SNS envelopes (Subject, Message, MessageAttributes...)."""
+        messages, deadline = [], time.monotonic() + wait_seconds
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+                "Messages", []
+            )
+            for m in got:
+                messages.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+            if not got and (messages or time.monotonic() > deadline):
+                return messages
+            if not got:
+                time.sleep(0.2)
+
+    # -------------------------------------------------------------- control endpoints
+
+    def control(self, path: str, json_body=None, method: str | None = None) -> dict:
+        """Calls ``<control_url><path>``: POST with a body, else GET (or ``method``)."""
+        method = method or ("POST" if json_body is not None else "GET")
+        data = json.dumps(json_body).encode() if json_body is not None else None
+        req = urllib.request.Request(
+            self.control_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"{method} {path}: {e.code} {e.read().decode()}") from e
+
+    def requests(self, service: str | None = None, action: str | None = None, since: int = 0) -> list[dict]:
+        q = "&".join(f"{k}={v}" for k, v in (("service", service), ("action", action), ("since", since)) if v)
+        return self.control(f"/requests?{q}")["requests"]
+
+    def last_request_seq(self) -> int:
+        reqs = self.control("/requests")["requests"]
+        return reqs[-1]["seq"] if reqs else 0
+
+    def seed_instance(self, **kwargs) -> seed_module.SeededInstance:
+        """A fresh instance of its own (see ``local_aws.seed.seed_instance`` for the options)."""
+        kwargs.setdefault("name", f"test-{uuid.uuid4().hex[:6]}")
+        return seed_module.seed_instance(self.context, control_url=self.control_url, **kwargs)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Stack:
+    reuse = os.environ.get("CORDON_STACK_STATE_DIR")
+    if reuse:
+        yield Stack(Path(reuse))
+        return
+    bin_dir = os.environ.get("CORDON_BIN_DIR")
+    if not bin_dir:
+        pytest.fail(
+            "CORDON_BIN_DIR must name the directory of the cordon-<step> binaries (e.g. $CARGO_TARGET_DIR/debug)"
+        )
+    state_dir = tmp_path_factory.mktemp("local-aws")
+    up = subprocess.run(
+        [sys.executable, "-m", "local_aws", "up", "--bin-dir", bin_dir, "--state-dir", str(state_dir)],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if up.returncode != 0:
+        pytest.fail(f"local AWS stack did not start:\n{up.stdout}\n{up.stderr}")
+    try:
+        yield Stack(state_dir)
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "local_aws", "down", "--state-dir", str(state_dir)],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )

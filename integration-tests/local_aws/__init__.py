@@ -1,0 +1,22 @@
+"""A local AWS for Cordon: moto 5.2.5 in-process, plus the pieces moto lacks.
+
+moto answers EC2, IAM, S3, SNS, SQS, Auto Scaling, ELBv2 and Step Functions (with its real ASL
+interpreter switched on). What moto lacks or gets wrong for Cordon is bridged here, in named shims
+that answer in the real API's wire format, never in the step code:
+
+- ``server``       moto's WSGI app on 127.0.0.1, request log and control endpoints (``/_cordon``)
+- ``faults``       fault injection: answer chosen actions with correctly shaped AWS errors
+- ``runtime_api``  Lambda invocations run the real Rust binaries through the Lambda Runtime API
+- ``shims``        EC2 GetConsoleScreenshot, SSM DescribeInstanceInformation, S3 Object Lock checksums
+- ``ssm_run_command``  SSM SendCommand / GetCommandInvocation / ListCommandInvocations, run for real
+- ``model_fixes``  moto's EC2 model made to replace (not add to) an interface's security groups
+- ``deploy``       the Cordon stack: bucket, topic, roles, the 8 functions, the state machine
+- ``seed``         a realistic compromised-instance environment
+- ``demo``         one execution, narrated
+
+Run it with ``python -m local_aws serve|up|down|demo`` from ``integration-tests/``.
+"""
+
+REGION = "us-east-1"
+ACCESS_KEY = "test"
+SECRET_KEY = "test"

@@ -1,0 +1,179 @@
+"""Deploys the Cordon stack into the emulator, as the CDK stack deploys it into AWS.
+
+Resources (all through boto3 against the local endpoint, so moto validates them as it would a
+client's calls):
+
+- evidence bucket ``cordon-evidence-local``: Object Lock, versioning, default retention GOVERNANCE
+  1 day (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock.html);
+- SNS topic ``cordon-notifications`` with the SQS queue ``cordon-notifications-tap`` subscribed
+  (the test's window on notifications; envelope delivery, RawMessageDelivery false);
+- IAM: ``cordon-forensic`` role + instance profile (the reduced-privilege profile quarantine swaps
+  in), ``cordon-steps`` (the functions' execution role), ``cordon-statemachine``;
+- the 8 functions ``cordon-<step>`` (``provided.al2023``, handler ``bootstrap``; the code zip is a
+  placeholder, ``runtime_api`` runs ``<bin-dir>/<function name>``);
+- the state machine ``cordon-incident-response`` from ``statemachine.asl.json``, with ``${Name}``
+  placeholders replaced by plain text substitution, exactly as CloudFormation's
+  ``DefinitionSubstitutions`` does
+  (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-stepfunctions-statemachine.html#cfn-stepfunctions-statemachine-definitionsubstitutions).
+  A placeholder left over is an error: the state machine would fail at run time in AWS too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import boto3
+
+from . import ACCESS_KEY, REGION, SECRET_KEY
+
+BUCKET = "cordon-evidence-local"
+TOPIC = "cordon-notifications"
+QUEUE = "cordon-notifications-tap"
+FORENSIC_PROFILE = "cordon-forensic"
+STATE_MACHINE = "cordon-incident-response"
+STEPS = ["metadata", "screenshot", "snapshot", "termprotect", "detach-profile", "ssm-collect", "quarantine", "notify"]
+# The ASL placeholder of each step's function ARN.
+FUNCTION_PLACEHOLDERS = {
+    "metadata": "MetadataFunctionArn",
+    "screenshot": "ScreenshotFunctionArn",
+    "snapshot": "SnapshotFunctionArn",
+    "termprotect": "TermprotectFunctionArn",
+    "detach-profile": "DetachProfileFunctionArn",
+    "ssm-collect": "SsmCollectFunctionArn",
+    "quarantine": "QuarantineFunctionArn",
+    "notify": "NotifyFunctionArn",
+}
+LOCAL_SETTINGS = {"CollectionWaitSeconds": "1", "CollectionMaxPolls": "20"}
+DEFAULT_ASL = Path(__file__).resolve().parents[2] / "statemachine.asl.json"
+
+
+def client(service: str, endpoint: str):
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+
+
+@dataclass
+class Deployment:
+    state_machine_arn: str
+    bucket: str
+    topic_arn: str
+    queue_url: str
+    forensic_profile_arn: str
+    forensic_profile_name: str
+    function_arns: dict[str, str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _trust(service: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+        }
+    )
+
+
+def _placeholder_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("bootstrap", "#!/bin/sh\n# placeholder: the local stack runs <bin-dir>/<function name>\n")
+    return buf.getvalue()
+
+
+def substitute(definition: str, substitutions: dict[str, str]) -> str:
+    """``${Name}`` -> value, plain text, as DefinitionSubstitutions; fails on any leftover."""
+    for name, value in substitutions.items():
+        definition = definition.replace("${" + name + "}", value)
+    leftover = sorted(set(re.findall(r"\$\{([^}]*)\}", definition)))
+    if leftover:
+        raise ValueError(f"statemachine.asl.json has placeholders with no substitution: {', '.join(leftover)}")
+    json.loads(definition)  # and it must still be JSON
+    return definition
+
+
+def deploy(endpoint: str, asl_path: Path = DEFAULT_ASL, extra_env: dict[str, str] | None = None) -> Deployment:
+    s3, sns, sqs, iam = (client(s, endpoint) for s in ("s3", "sns", "sqs", "iam"))
+    lam, sfn = client("lambda", endpoint), client("stepfunctions", endpoint)
+
+    s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object_lock_configuration(
+        Bucket=BUCKET,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+        },
+    )
+
+    topic_arn = sns.create_topic(Name=TOPIC)["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "false"})
+
+    iam.create_role(
+        RoleName=FORENSIC_PROFILE,
+        AssumeRolePolicyDocument=_trust("ec2.amazonaws.com"),
+        Description="Reduced-privilege role for a quarantined instance",
+    )
+    profile = iam.create_instance_profile(InstanceProfileName=FORENSIC_PROFILE)["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName=FORENSIC_PROFILE, RoleName=FORENSIC_PROFILE)
+    steps_role = iam.create_role(RoleName="cordon-steps", AssumeRolePolicyDocument=_trust("lambda.amazonaws.com"))[
+        "Role"
+    ]["Arn"]
+    sm_role = iam.create_role(RoleName="cordon-statemachine", AssumeRolePolicyDocument=_trust("states.amazonaws.com"))[
+        "Role"
+    ]["Arn"]
+
+    env = {
+        "EVIDENCE_BUCKET": BUCKET,
+        "TOPIC_ARN": topic_arn,
+        "FORENSIC_INSTANCE_PROFILE_ARN": profile["Arn"],
+        "FORENSIC_INSTANCE_PROFILE_NAME": FORENSIC_PROFILE,
+        **(extra_env or {}),
+    }
+    code = _placeholder_zip()
+    function_arns = {}
+    for step in STEPS:
+        fn = lam.create_function(
+            FunctionName=f"cordon-{step}",
+            Runtime="provided.al2023",
+            Handler="bootstrap",
+            Role=steps_role,
+            Code={"ZipFile": code},
+            Timeout=60,
+            MemorySize=256,
+            Environment={"Variables": env},
+        )
+        function_arns[step] = fn["FunctionArn"]
+
+    substitutions = {FUNCTION_PLACEHOLDERS[s]: arn for s, arn in function_arns.items()}
+    substitutions.update(LOCAL_SETTINGS)
+    substitutions.update(
+        {"ForensicInstanceProfileArn": profile["Arn"], "EvidenceBucket": BUCKET, "TopicArn": topic_arn}
+    )
+    definition = substitute(asl_path.read_text(), substitutions)
+    sm_arn = sfn.create_state_machine(name=STATE_MACHINE, definition=definition, roleArn=sm_role, type="STANDARD")[
+        "stateMachineArn"
+    ]
+
+    return Deployment(
+        state_machine_arn=sm_arn,
+        bucket=BUCKET,
+        topic_arn=topic_arn,
+        queue_url=queue_url,
+        forensic_profile_arn=profile["Arn"],
+        forensic_profile_name=FORENSIC_PROFILE,
+        function_arns=function_arns,
+    )

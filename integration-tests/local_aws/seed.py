@@ -1,0 +1,266 @@
+"""Seeds a realistic "compromised web server" environment, and more instances on demand.
+
+The shape mirrors a typical production web tier, so every Cordon step has something real to act on:
+a VPC with two subnets in two AZs, a security group ``web`` with ingress rules, an instance profile
+``app-server``, and ``web-01``: running, three EBS volumes, two network interfaces, the profile
+associated, tags ``Name``/``env``, in an Auto Scaling group and an ELBv2 target group, and an
+SSM managed node. ``web-02`` is a second running instance that is not SSM-managed.
+
+moto quirk bridged here: when RunInstances is given ``BlockDeviceMappings`` only those volumes are
+listed, not the root volume. So instances are launched without mappings (moto creates the root
+volume) and the extra volumes are created and attached with CreateVolume / AttachVolume, which
+DescribeInstances and DescribeVolumes then both report.
+
+Everything goes through boto3 and the control endpoints, so ``seed_instance`` works from any
+process (the tests call it through the ``stack`` fixture).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import asdict, dataclass, field
+
+from .deploy import client
+
+LINUX_AMI_NAME = "amzn2-ami-hvm-*"
+
+
+@dataclass
+class SeedContext:
+    """The shared network and IAM pieces new instances are placed into."""
+
+    endpoint: str
+    vpc_id: str
+    subnet_ids: list[str]
+    availability_zones: list[str]
+    security_group_id: str
+    ami_id: str
+    instance_profile_arn: str
+    instance_profile_name: str
+    launch_template_id: str
+    auto_scaling_group: str
+    target_group_arn: str
+    key_name: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SeedContext:
+        return cls(**d)
+
+
+@dataclass
+class SeededInstance:
+    instance_id: str
+    name: str
+    volume_ids: list[str] = field(default_factory=list)
+    network_interface_ids: list[str] = field(default_factory=list)
+    association_id: str | None = None
+    ssm_managed: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def control(control_url: str, method: str, path: str, body: dict | None = None) -> dict:
+    """Calls a ``/_cordon`` control endpoint; raises on an error status."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"{control_url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def seed_environment(endpoint: str) -> tuple[SeedContext, SeededInstance, SeededInstance]:
+    """The shared VPC/IAM/ASG/TG pieces, ``web-01`` (the demo instance) and ``web-02``."""
+    ec2, iam, asg, elbv2 = (client(s, endpoint) for s in ("ec2", "iam", "autoscaling", "elbv2"))
+
+    vpc_id = ec2.create_vpc(
+        CidrBlock="10.0.0.0/16",
+        TagSpecifications=[{"ResourceType": "vpc", "Tags": [{"Key": "Name", "Value": "prod-web"}]}],
+    )["Vpc"]["VpcId"]
+    zones = ["us-east-1a", "us-east-1b"]
+    subnet_ids = [
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.0.{i + 1}.0/24", AvailabilityZone=az)["Subnet"]["SubnetId"]
+        for i, az in enumerate(zones)
+    ]
+    sg_id = ec2.create_security_group(GroupName="web", Description="web tier", VpcId=vpc_id)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=sg_id,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 443,
+                "ToPort": 443,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "HTTPS"}],
+            },
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 80,
+                "ToPort": 80,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "HTTP"}],
+            },
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "10.0.0.0/16", "Description": "SSH from the VPC"}],
+            },
+        ],
+    )
+
+    trust = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    )
+    iam.create_role(RoleName="app-server", AssumeRolePolicyDocument=trust)
+    iam.put_role_policy(
+        RoleName="app-server",
+        PolicyName="app-data",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:GetObject", "s3:PutObject"],
+                        "Resource": "arn:aws:s3:::app-data/*",
+                    }
+                ],
+            }
+        ),
+    )
+    profile = iam.create_instance_profile(InstanceProfileName="app-server")["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName="app-server", RoleName="app-server")
+
+    images = ec2.describe_images(Filters=[{"Name": "name", "Values": [LINUX_AMI_NAME]}])["Images"]
+    ami_id = (images or ec2.describe_images()["Images"])[0]["ImageId"]
+    ec2.create_key_pair(KeyName="web-key")
+
+    lt_id = ec2.create_launch_template(
+        LaunchTemplateName="web",
+        LaunchTemplateData={"ImageId": ami_id, "InstanceType": "t3.small", "SecurityGroupIds": [sg_id]},
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName="web-asg",
+        LaunchTemplate={"LaunchTemplateId": lt_id, "Version": "$Latest"},
+        MinSize=0,
+        MaxSize=4,
+        DesiredCapacity=0,
+        VPCZoneIdentifier=",".join(subnet_ids),
+    )
+    tg_arn = elbv2.create_target_group(Name="web-tg", Protocol="HTTP", Port=80, VpcId=vpc_id, TargetType="instance")[
+        "TargetGroups"
+    ][0]["TargetGroupArn"]
+
+    ctx = SeedContext(
+        endpoint=endpoint,
+        vpc_id=vpc_id,
+        subnet_ids=subnet_ids,
+        availability_zones=zones,
+        security_group_id=sg_id,
+        ami_id=ami_id,
+        instance_profile_arn=profile["Arn"],
+        instance_profile_name="app-server",
+        launch_template_id=lt_id,
+        auto_scaling_group="web-asg",
+        target_group_arn=tg_arn,
+        key_name="web-key",
+    )
+    web01 = seed_instance(
+        ctx,
+        name="web-01",
+        tags={"env": "prod", "app": "storefront"},
+        ssm=True,
+        auto_scaling_group=True,
+        target_group=True,
+    )
+    web02 = seed_instance(ctx, name="web-02", tags={"env": "prod", "app": "storefront"}, ssm=False, subnet_index=1)
+    return ctx, web01, web02
+
+
+def seed_instance(
+    ctx: SeedContext,
+    name: str,
+    tags: dict[str, str] | None = None,
+    ssm: bool = True,
+    platform: str = "Linux",
+    extra_volumes: int = 2,
+    second_interface: bool = True,
+    instance_profile: bool = True,
+    auto_scaling_group: bool = False,
+    target_group: bool = False,
+    subnet_index: int = 0,
+    control_url: str | None = None,
+) -> SeededInstance:
+    """A running instance of its own, shaped like ``web-01``; returns its IDs.
+
+    ``ssm`` registers it as an SSM managed node (``platform`` Linux or Windows);
+    ``auto_scaling_group`` / ``target_group`` put it into the seeded ``web-asg`` / ``web-tg``.
+    """
+    ec2, asg, elbv2 = (client(s, ctx.endpoint) for s in ("ec2", "autoscaling", "elbv2"))
+    control_url = control_url or f"{ctx.endpoint}/_cordon"
+    subnet_id = ctx.subnet_ids[subnet_index]
+    az = ctx.availability_zones[subnet_index]
+    all_tags = {"Name": name, **(tags or {})}
+    run = dict(
+        ImageId=ctx.ami_id,
+        InstanceType="t3.small",
+        MinCount=1,
+        MaxCount=1,
+        KeyName=ctx.key_name,
+        SubnetId=subnet_id,
+        SecurityGroupIds=[ctx.security_group_id],
+        MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()]}],
+    )
+    if platform == "Windows":
+        # EC2 reports Platform "windows" for instances launched from a Windows AMI.
+        windows = ec2.describe_images(Filters=[{"Name": "platform", "Values": ["windows"]}])["Images"]
+        if windows:
+            run["ImageId"] = windows[0]["ImageId"]
+    instance_id = ec2.run_instances(**run)["Instances"][0]["InstanceId"]
+    ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    seeded = SeededInstance(instance_id=instance_id, name=name)
+
+    for n in range(extra_volumes):
+        vol = ec2.create_volume(
+            AvailabilityZone=az,
+            Size=[20, 50][n % 2],
+            VolumeType="gp3",
+            Encrypted=True,
+            TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": f"{name}-data{n + 1}"}]}],
+        )
+        ec2.attach_volume(VolumeId=vol["VolumeId"], InstanceId=instance_id, Device=f"/dev/sd{chr(ord('f') + n)}")
+    vols = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}])["Volumes"]
+    seeded.volume_ids = sorted(v["VolumeId"] for v in vols)
+
+    if second_interface:
+        eni = ec2.create_network_interface(
+            SubnetId=subnet_id, Groups=[ctx.security_group_id], Description=f"{name} secondary"
+        )["NetworkInterface"]["NetworkInterfaceId"]
+        ec2.attach_network_interface(NetworkInterfaceId=eni, InstanceId=instance_id, DeviceIndex=1)
+    inst = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    seeded.network_interface_ids = [n["NetworkInterfaceId"] for n in inst["NetworkInterfaces"]]
+
+    if instance_profile:
+        assoc = ec2.associate_iam_instance_profile(
+            InstanceId=instance_id,
+            IamInstanceProfile={"Arn": ctx.instance_profile_arn, "Name": ctx.instance_profile_name},
+        )
+        seeded.association_id = assoc["IamInstanceProfileAssociation"]["AssociationId"]
+    if auto_scaling_group:
+        asg.attach_instances(AutoScalingGroupName=ctx.auto_scaling_group, InstanceIds=[instance_id])
+    if target_group:
+        elbv2.register_targets(TargetGroupArn=ctx.target_group_arn, Targets=[{"Id": instance_id, "Port": 80}])
+    if ssm:
+        control(control_url, "POST", "/ssm/managed-instances", {"instance_id": instance_id, "platform": platform})
+        seeded.ssm_managed = True
+    return seeded

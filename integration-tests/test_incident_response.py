@@ -1,0 +1,343 @@
+"""Incident response end to end: the real state machine and step binaries on the local stack.
+
+Each scenario seeds its own instance and asserts the emulator's end state (instance attributes,
+groups, profile, snapshots, Auto Scaling and target groups), the evidence bucket and the SNS
+message — never logs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+
+from conftest import sha256
+
+MISSING = "i-0000000000000dead"
+MUTATING_EC2 = (
+    "Create",
+    "Modify",
+    "Associate",
+    "Disassociate",
+    "Replace",
+    "Revoke",
+    "Authorize",
+    "Delete",
+    "Attach",
+    "Detach",
+    "Terminate",
+    "Stop",
+    "Run",
+)
+
+
+def incident_id() -> str:
+    return f"IR-{uuid.uuid4().hex[:10]}"
+
+
+def failed_event(events: list[dict]) -> dict:
+    return next(e for e in events if e["type"] == "ExecutionFailed")["executionFailedEventDetails"]
+
+
+def states_entered(events: list[dict]) -> list[str]:
+    return [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
+
+
+def notifications_for(stack, instance_id: str) -> list[dict]:
+    return [
+        m
+        for m in stack.notifications()
+        if m.get("MessageAttributes", {}).get("instance_id", {}).get("Value") == instance_id
+    ]
+
+
+def attribute(stack, instance_id: str, name: str):
+    out = stack.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute=name)
+    key = name[0].upper() + name[1:]
+    return out[key]["Value"]
+
+
+def isolation_group_id(stack, vpc_id: str) -> str:
+    groups = stack.ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": ["cordon-isolation"]}]
+    )["SecurityGroups"]
+    assert len(groups) == 1, groups
+    assert groups[0]["IpPermissions"] == [] and groups[0]["IpPermissionsEgress"] == [], groups[0]
+    return groups[0]["GroupId"]
+
+
+def incident_snapshots(stack, incident: str, instance_id: str) -> list[dict]:
+    return stack.ec2.describe_snapshots(
+        OwnerIds=["self"],
+        Filters=[
+            {"Name": "tag:cordon:incident-id", "Values": [incident]},
+            {"Name": "tag:cordon:instance-id", "Values": [instance_id]},
+        ],
+    )["Snapshots"]
+
+
+def mutating_ec2_calls(stack, since: int) -> list[str]:
+    return [r["action"] for r in stack.requests(service="ec2", since=since) if r["action"].startswith(MUTATING_EC2)]
+
+
+def assert_contained(stack, inst, incident: str, ssm_collected: bool | None) -> dict:
+    """Every post-condition of a completed response; returns the manifest. ``ssm_collected``:
+    True, the collection's output is there; False, there is none; None, either (hashes still checked)."""
+    iid = inst.instance_id
+    # Preserved: every volume snapshotted and tagged with its volume.
+    snaps = incident_snapshots(stack, incident, iid)
+    assert sorted(s["VolumeId"] for s in snaps) == sorted(inst.volume_ids)
+    for s in snaps:
+        tags = {t["Key"]: t["Value"] for t in s.get("Tags", [])}
+        assert tags.get("cordon:volume-id") == s["VolumeId"], tags
+    # Protected.
+    assert attribute(stack, iid, "disableApiTermination") is True
+    assert attribute(stack, iid, "instanceInitiatedShutdownBehavior") == "stop"
+    desc = stack.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    for bdm in desc["BlockDeviceMappings"]:
+        assert bdm["Ebs"]["DeleteOnTermination"] is False, bdm
+    # No credentials: no profile association, and the deny policy on the role.
+    assocs = stack.ec2.describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": [iid]}]
+    )["IamInstanceProfileAssociations"]
+    assert [a for a in assocs if a["State"] in ("associated", "associating")] == []
+    policy = stack.iam.get_role_policy(RoleName="app-server", PolicyName=f"cordon-revoke-{iid}")["PolicyDocument"]
+    if isinstance(policy, str):
+        policy = json.loads(policy)
+    assert policy["Statement"][0]["Effect"] == "Deny"
+    assert policy["Statement"][0]["Condition"]["StringEquals"]["ec2:SourceInstanceARN"].endswith(f":instance/{iid}")
+    # Isolated: every interface only in the isolation group, which has no rules.
+    iso = isolation_group_id(stack, desc["VpcId"])
+    enis = stack.ec2.describe_network_interfaces(Filters=[{"Name": "attachment.instance-id", "Values": [iid]}])
+    assert len(enis["NetworkInterfaces"]) == len(inst.network_interface_ids)
+    for eni in enis["NetworkInterfaces"]:
+        assert [g["GroupId"] for g in eni["Groups"]] == [iso], eni["NetworkInterfaceId"]
+    tags = {t["Key"]: t["Value"] for t in desc.get("Tags", [])}
+    assert tags.get("cordon:status") == "quarantined" and tags.get("cordon:incident-id") == incident
+    # Out of the Auto Scaling group and the target group.
+    asg = stack.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[iid])["AutoScalingInstances"]
+    assert asg == []
+    elb = stack.client("elbv2")
+    for tg in elb.describe_target_groups()["TargetGroups"]:
+        targets = elb.describe_target_health(TargetGroupArn=tg["TargetGroupArn"])["TargetHealthDescriptions"]
+        assert iid not in [t["Target"]["Id"] for t in targets]
+    # Evidence, with hashes that match the bytes.
+    prefix = f"{incident}/{iid}/"
+    keys = {o["Key"] for o in stack.objects_under(prefix)}
+    for name in ("metadata.json", "pre-incident-state.json", "console-screenshot.jpg", "console-output.txt", "manifest.json"):
+        assert prefix + name in keys, sorted(keys)
+    manifest_bytes, _ = stack.get_object(prefix + "manifest.json")
+    manifest = json.loads(manifest_bytes)
+    listed = {a["key"]: a for a in manifest["artifacts"]}
+    for key, artifact in listed.items():
+        body, obj = stack.get_object(key)
+        assert sha256(body) == artifact["sha256"], key
+        assert len(body) == artifact["size"], key
+    assert {prefix + n for n in ("metadata.json", "pre-incident-state.json", "console-screenshot.jpg")} <= set(listed)
+    ssm_outputs = [k for k in listed if k.startswith(prefix + "ssm/")]
+    if ssm_collected:
+        stdout = next(k for k in ssm_outputs if k.endswith("/stdout"))
+        assert b"cordon-collection: complete" in stack.get_object(stdout)[0]
+    elif ssm_collected is False:
+        assert ssm_outputs == []
+    assert manifest["incident_id"] == incident and manifest["instance_id"] == iid
+    assert all({"before", "after", "at", "action", "target"} <= set(a) for a in manifest["actions"])
+    return manifest
+
+
+def test_happy_path_preserves_contains_and_tells(stack):
+    inst = stack.seed_instance(name="happy", ssm=True, auto_scaling_group=True, target_group=True)
+    incident = incident_id()
+    stack.notifications()  # drain
+    desc, events = stack.run_execution(
+        {"instance_id": inst.instance_id, "incident_id": incident, "reason": "GuardDuty: Backdoor:EC2/C&CActivity.B", "requested_by": "alice"},
+        name=incident,
+        timeout=180,
+    )
+    assert desc["status"] == "SUCCEEDED", (desc, failed_event(events) if desc["status"] == "FAILED" else None)
+    visited = states_entered(events)
+    for state in ("Attach forensic profile", "Send collection", "Wait for collection", "Check collection", "Remove forensic profile", "Quarantine network"):
+        assert state in visited, visited
+    output = json.loads(desc["output"])
+    assert output["outcome"] == "contained"
+    assert sorted(output["snapshot_ids"]) == sorted(s["SnapshotId"] for s in incident_snapshots(stack, incident, inst.instance_id))
+
+    manifest = assert_contained(stack, inst, incident, ssm_collected=True)
+    assert manifest["requested_by"] == "alice"
+
+    messages = notifications_for(stack, inst.instance_id)
+    assert len(messages) == 1, messages
+    m = messages[0]
+    assert m["Subject"] == f"[Cordon] {inst.instance_id} CONTAINED"
+    attrs = {k: v["Value"] for k, v in m["MessageAttributes"].items()}
+    assert attrs == {"status": "contained", "incident_id": incident, "instance_id": inst.instance_id, "severity": "high"}
+    body = m["Message"]
+    for needle in ("enable termination protection", "isolate network interface", "revoke issued credentials",
+                   "detach from Auto Scaling group", "deregister from target group", f"s3://{stack.bucket}/{incident}/{inst.instance_id}/",
+                   "Requested by: alice", desc["executionArn"]):
+        assert needle in body, (needle, body)
+    for snap in output["snapshot_ids"]:
+        assert snap in body
+
+
+def test_running_the_same_incident_again_changes_nothing(stack):
+    inst = stack.seed_instance(name="twice", ssm=False, target_group=True)
+    incident = incident_id()
+    desc, _ = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident)
+    assert desc["status"] == "SUCCEEDED"
+    before_objects = {o["Key"]: o["ETag"] for o in stack.objects_under(f"{incident}/")}
+    snaps = incident_snapshots(stack, incident, inst.instance_id)
+    since = stack.last_request_seq()
+
+    again = f"{incident}-again"
+    desc, _ = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=again)
+
+    assert desc["status"] == "SUCCEEDED"
+    assert mutating_ec2_calls(stack, since) == [], "a rerun must not change the instance"
+    assert incident_snapshots(stack, incident, inst.instance_id) == snaps
+    after_objects = {o["Key"]: o["ETag"] for o in stack.objects_under(f"{incident}/")}
+    assert {k: after_objects[k] for k in before_objects} == before_objects, "evidence is never replaced"
+    new = set(after_objects) - set(before_objects)
+    prefix = f"{incident}/{inst.instance_id}/"
+    assert new == {prefix + f"manifest-{again}.json", prefix + f"notifications/{again}.json"}, new
+    second = json.loads(stack.get_object(prefix + f"manifest-{again}.json")[0])
+    assert all(a["outcome"] == "unchanged" for a in second["actions"]), [a for a in second["actions"] if a["outcome"] != "unchanged"]
+    assert_contained(stack, inst, incident, ssm_collected=False)
+
+
+def test_an_instance_without_ssm_is_contained_and_collection_is_reported_skipped(stack):
+    inst = stack.seed_instance(name="no-ssm", ssm=False)
+    incident = incident_id()
+    stack.notifications()
+    desc, events = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident)
+    assert desc["status"] == "SUCCEEDED"
+    assert "Attach forensic profile" not in states_entered(events)
+    assert_contained(stack, inst, incident, ssm_collected=False)
+    [m] = notifications_for(stack, inst.instance_id)
+    assert "OS-level collection (ssm-collect): the instance is not managed by Systems Manager" in m["Message"]
+    assert any("OS-level collection" in g for g in json.loads(desc["output"])["gaps"])
+
+
+def test_a_nonexistent_instance_is_rejected_and_nothing_changes(stack):
+    since = stack.last_request_seq()
+    stack.notifications()
+    desc, events = stack.run_execution({"instance_id": MISSING}, name=f"missing-{uuid.uuid4().hex[:8]}")
+    assert desc["status"] == "FAILED"
+    assert failed_event(events)["error"] == "InstanceNotFound"
+    assert mutating_ec2_calls(stack, since) == []
+    assert [r for r in stack.requests(service="s3", since=since) if r["method"] in ("PUT", "POST", "DELETE")] == []
+    [m] = notifications_for(stack, MISSING)
+    assert m["Subject"] == f"[Cordon] {MISSING} REQUEST REJECTED"
+    assert "InstanceNotFound" in m["Message"]
+
+
+def test_a_failed_collection_removes_the_forensic_profile_and_still_contains(stack):
+    inst = stack.seed_instance(name="collect-fails", ssm=True)
+    stack.control("/ssm/behaviour", {"instance_id": inst.instance_id, "mode": "fail"})
+    incident = incident_id()
+    stack.notifications()
+    desc, events = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident)
+    assert desc["status"] == "SUCCEEDED", desc
+    assert "Record collection failed" in states_entered(events)
+    assert_contained(stack, inst, incident, ssm_collected=None)
+    [m] = notifications_for(stack, inst.instance_id)
+    assert "the collection command ended with status Failed" in m["Message"]
+    assert "remove forensic instance profile" in m["Message"]
+
+
+def test_a_collection_that_never_finishes_hits_the_cap_and_containment_happens(stack):
+    inst = stack.seed_instance(name="collect-hangs", ssm=True)
+    stack.control("/ssm/behaviour", {"instance_id": inst.instance_id, "mode": "hang"})
+    incident = incident_id()
+    stack.notifications()
+    desc, events = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident, timeout=240)
+    assert desc["status"] == "SUCCEEDED", desc
+    checks = states_entered(events).count("Check collection")
+    assert checks >= 2 and "Record collection timed out" in states_entered(events), checks
+    assert_contained(stack, inst, incident, ssm_collected=None)
+    [m] = notifications_for(stack, inst.instance_id)
+    assert f"did not finish within {checks} checks" in m["Message"]
+
+
+def test_throttling_is_retried_to_the_same_end_state(stack):
+    inst = stack.seed_instance(name="throttled", ssm=False, auto_scaling_group=True)
+    # More failures than the SDK's own three attempts, so the state machine's Retry is exercised too.
+    stack.control("/faults", {"service": "ec2", "action": "ModifyInstanceAttribute", "code": "RequestLimitExceeded",
+                              "status": 503, "count": 5, "instance_id": inst.instance_id})
+    incident = incident_id()
+    try:
+        desc, events = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident, timeout=180)
+    finally:
+        stack.control("/faults", method="DELETE")
+    assert desc["status"] == "SUCCEEDED", desc
+    failures = [e for e in events if e["type"] == "TaskFailed" and e["taskFailedEventDetails"]["error"] == "Transient"]
+    assert failures, "the step failed as Transient at least once and was retried"
+    assert_contained(stack, inst, incident, ssm_collected=False)
+
+
+def test_a_failed_quarantine_is_loud_and_a_second_execution_completes_without_duplicates(stack):
+    inst = stack.seed_instance(name="quarantine-fails", ssm=False)
+    # The fault matches requests that mention the ID: ModifyNetworkInterfaceAttribute names the interface.
+    stack.control("/faults", {"service": "ec2", "action": "ModifyNetworkInterfaceAttribute", "code": "UnauthorizedOperation",
+                              "status": 403, "count": 1000, "instance_id": inst.network_interface_ids[0]})
+    incident = incident_id()
+    stack.notifications()
+    try:
+        desc, events = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident)
+    finally:
+        stack.control("/faults", method="DELETE")
+    assert desc["status"] == "FAILED"
+    assert failed_event(events)["error"] == "AccessDenied"
+    assert "Announce CONTAINMENT FAILED" in states_entered(events)
+    [m] = notifications_for(stack, inst.instance_id)
+    assert m["Subject"] == f"[Cordon] {inst.instance_id} CONTAINMENT FAILED"
+    assert m["MessageAttributes"]["severity"]["Value"] == "critical"
+    assert "enable termination protection" in m["Message"], "says what was done before the failure"
+    snaps = incident_snapshots(stack, incident, inst.instance_id)
+    objects = {o["Key"]: o["ETag"] for o in stack.objects_under(f"{incident}/")}
+
+    # moto cannot redrive (RedriveExecution is not implemented): a second execution for the same
+    # incident proves the same property, since every step converges.
+    desc, _ = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=f"{incident}-redrive")
+    assert desc["status"] == "SUCCEEDED", desc
+    assert incident_snapshots(stack, incident, inst.instance_id) == snaps, "no duplicate snapshots"
+    after = {o["Key"]: o["ETag"] for o in stack.objects_under(f"{incident}/")}
+    assert {k: after[k] for k in objects} == objects, "no evidence object replaced"
+    vpc = stack.ec2.describe_instances(InstanceIds=[inst.instance_id])["Reservations"][0]["Instances"][0]["VpcId"]
+    isolation_group_id(stack, vpc)  # exactly one isolation group in the VPC
+    assert_contained(stack, inst, incident, ssm_collected=False)
+
+
+def test_two_instances_at_once_are_both_contained_with_evidence_kept_apart(stack):
+    a = stack.seed_instance(name="fleet-a", ssm=False)
+    b = stack.seed_instance(name="fleet-b", ssm=False, subnet_index=1)
+    results = {}
+
+    def run(inst, incident):
+        results[inst.instance_id] = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident)
+
+    incidents = {a.instance_id: incident_id(), b.instance_id: incident_id()}
+    threads = [threading.Thread(target=run, args=(i, incidents[i.instance_id])) for i in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    for inst in (a, b):
+        desc, _ = results[inst.instance_id]
+        assert desc["status"] == "SUCCEEDED", desc
+        manifest = assert_contained(stack, inst, incidents[inst.instance_id], ssm_collected=False)
+        assert all(art["key"].startswith(f"{incidents[inst.instance_id]}/{inst.instance_id}/") for art in manifest["artifacts"])
+
+
+@pytest.mark.parametrize("bad", [{"instance_id": "i-xyz"}, {"instance_id": "i-0123456789abcdef0", "color": "red"}])
+def test_bad_input_is_rejected_with_a_notification_and_writes_nothing(stack, bad):
+    since = stack.last_request_seq()
+    stack.notifications()
+    desc, events = stack.run_execution(bad, name=f"bad-{uuid.uuid4().hex[:8]}")
+    assert desc["status"] == "FAILED"
+    assert failed_event(events)["error"] == "InvalidInput"
+    assert mutating_ec2_calls(stack, since) == []
+    rejected = [m for m in stack.notifications() if m["Subject"].endswith("REQUEST REJECTED")]
+    assert len(rejected) == 1
