@@ -153,6 +153,20 @@ impl StepError {
         }
     }
 
+    /// A response body that broke off while being read: transient, worth retrying.
+    pub fn body_read(
+        operation: &'static str,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StepError::Aws {
+            kind: AwsErrorKind::Transient,
+            operation,
+            code: "ResponseError".into(),
+            message: err.to_string(),
+            source: Box::new(err),
+        }
+    }
+
     /// The service error code, when this is an AWS error.
     pub fn aws_code(&self) -> Option<&str> {
         match self {

@@ -173,13 +173,11 @@ impl EvidenceWriter {
             .await
         {
             Ok(out) => {
-                let bytes = out.body.collect().await.map_err(|e| StepError::Aws {
-                    kind: crate::error::AwsErrorKind::Transient,
-                    operation: "GetObject",
-                    code: "ResponseError".into(),
-                    message: e.to_string(),
-                    source: Box::new(e),
-                })?;
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| StepError::body_read("GetObject", e))?;
                 Ok(Some(bytes.into_bytes().to_vec()))
             }
             Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),

@@ -190,6 +190,8 @@ pub fn collect(results: &Value) -> Collected {
     }
     let mut c = Collected::default();
     walk(results, &mut c);
+    // In the order they happened (the state's layout is not the order of the steps).
+    c.actions.sort_by(|a, b| a.at.cmp(&b.at));
     // The same artifact can be listed by two results (a rerun that found it): keep one.
     c.artifacts.sort_by(|a, b| a.key.cmp(&b.key));
     c.artifacts.dedup_by(|a, b| a.key == b.key);

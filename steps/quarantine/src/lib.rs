@@ -281,6 +281,55 @@ fn missing_all_traffic(perms: &[IpPermission]) -> Option<IpPermission> {
     Some(p.build())
 }
 
+/// Authorizes `missing` on the flush group in one direction; a rule that appeared meanwhile is fine.
+async fn allow(
+    ec2: &aws_sdk_ec2::Client,
+    group_id: &str,
+    egress: bool,
+    missing: IpPermission,
+    timeline: &mut Timeline,
+) -> Result<(), StepError> {
+    let (action, operation) = if egress {
+        (
+            "allow all egress in flush group",
+            "AuthorizeSecurityGroupEgress",
+        )
+    } else {
+        (
+            "allow all ingress in flush group",
+            "AuthorizeSecurityGroupIngress",
+        )
+    };
+    timeline.intend(action, group_id, &json!("partial"), &json!("all"));
+    let duplicate = |code: Option<&str>| code == Some("InvalidPermission.Duplicate");
+    let result = if egress {
+        match ec2
+            .authorize_security_group_egress()
+            .group_id(group_id)
+            .ip_permissions(missing)
+            .send()
+            .await
+        {
+            Err(e) if !duplicate(e.code()) => Err(StepError::aws(operation, e)),
+            _ => Ok(()),
+        }
+    } else {
+        match ec2
+            .authorize_security_group_ingress()
+            .group_id(group_id)
+            .ip_permissions(missing)
+            .send()
+            .await
+        {
+            Err(e) if !duplicate(e.code()) => Err(StepError::aws(operation, e)),
+            _ => Ok(()),
+        }
+    };
+    result?;
+    timeline.record(action, group_id, json!("partial"), json!("all"));
+    Ok(())
+}
+
 /// Finds the group of this role in the VPC, or creates it; then makes its rules what the role
 /// needs: none for isolation, all traffic both ways for flush.
 async fn ensure_group(
@@ -373,37 +422,15 @@ async fn ensure_group(
             }
         }
         Role::Flush => {
-            if let Some(missing) = missing_all_traffic(group.ip_permissions()) {
-                let action = "allow all ingress in flush group";
-                timeline.intend(action, &group_id, &json!("partial"), &json!("all"));
-                match ec2
-                    .authorize_security_group_ingress()
-                    .group_id(&group_id)
-                    .ip_permissions(missing)
-                    .send()
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if e.code() == Some("InvalidPermission.Duplicate") => {}
-                    Err(e) => return Err(StepError::aws("AuthorizeSecurityGroupIngress", e)),
+            for egress in [false, true] {
+                let rules = if egress {
+                    group.ip_permissions_egress()
+                } else {
+                    group.ip_permissions()
+                };
+                if let Some(missing) = missing_all_traffic(rules) {
+                    allow(ec2, &group_id, egress, missing, timeline).await?;
                 }
-                timeline.record(action, &group_id, json!("partial"), json!("all"));
-            }
-            if let Some(missing) = missing_all_traffic(group.ip_permissions_egress()) {
-                let action = "allow all egress in flush group";
-                timeline.intend(action, &group_id, &json!("partial"), &json!("all"));
-                match ec2
-                    .authorize_security_group_egress()
-                    .group_id(&group_id)
-                    .ip_permissions(missing)
-                    .send()
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if e.code() == Some("InvalidPermission.Duplicate") => {}
-                    Err(e) => return Err(StepError::aws("AuthorizeSecurityGroupEgress", e)),
-                }
-                timeline.record(action, &group_id, json!("partial"), json!("all"));
             }
         }
     }

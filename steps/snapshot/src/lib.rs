@@ -86,22 +86,16 @@ pub async fn snapshot(ec2: &aws_sdk_ec2::Client, incident: &Incident) -> Result<
             .send()
             .await
             .map_err(|e| StepError::aws("CreateSnapshots", e))?;
-        let created: Vec<SnapshotRef> = out
+        let created: Vec<(String, String)> = out
             .snapshots()
             .iter()
-            .filter_map(|s| {
-                Some(SnapshotRef {
-                    volume_id: s.volume_id()?.to_owned(),
-                    snapshot_id: s.snapshot_id()?.to_owned(),
-                    state: s.state().map(|st| st.as_str().to_owned()),
-                })
-            })
+            .filter_map(|s| Some((s.volume_id()?.to_owned(), s.snapshot_id()?.to_owned())))
             .collect();
         // The volume ID differs per snapshot, so it is tagged one snapshot at a time.
-        for s in &created {
+        for (volume_id, snapshot_id) in &created {
             ec2.create_tags()
-                .resources(&s.snapshot_id)
-                .tags(Tag::builder().key(TAG_VOLUME).value(&s.volume_id).build())
+                .resources(snapshot_id)
+                .tags(Tag::builder().key(TAG_VOLUME).value(volume_id).build())
                 .send()
                 .await
                 .map_err(|e| StepError::aws("CreateTags", e))?;
@@ -110,9 +104,10 @@ pub async fn snapshot(ec2: &aws_sdk_ec2::Client, incident: &Incident) -> Result<
             "create crash-consistent snapshots",
             id,
             json!(null),
-            json!(created.iter().map(|s| &s.snapshot_id).collect::<Vec<_>>()),
+            json!(created.iter().map(|(_, s)| s).collect::<Vec<_>>()),
         );
-        existing.extend(created);
+        // Described again for their state (CreateSnapshots does not always return it).
+        existing = existing_snapshots(ec2, incident).await?;
     } else {
         for volume_id in missing {
             timeline.intend(

@@ -67,7 +67,16 @@ async fn one_crash_consistent_call_for_every_volume_boot_included_tagged_with_th
                     .iter()
                     .any(|f| f.name() == Some("tag:cordon:instance-id") && f.values() == [ID])
         })
-        .then_output(|| DescribeSnapshotsOutput::builder().build());
+        // None before the call; the new ones, with their state, when described again after it.
+        .sequence()
+        .output(|| DescribeSnapshotsOutput::builder().build())
+        .output(|| {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(snapshot_of("vol-root", "snap-1"))
+                .snapshots(snapshot_of("vol-data", "snap-2"))
+                .build()
+        })
+        .build();
     let create = mock!(aws_sdk_ec2::Client::create_snapshots)
         .match_requests(|r| {
             let spec = r.instance_specification().unwrap();
@@ -109,7 +118,7 @@ async fn one_crash_consistent_call_for_every_volume_boot_included_tagged_with_th
     assert_eq!(create.num_calls(), 1);
     assert_eq!(tag.num_calls(), 2, "each snapshot tagged with its volume");
     assert_eq!(out.snapshots.len(), 2);
-    assert_eq!(out.snapshots[0].state.as_deref(), Some("pending"));
+    assert_eq!(out.snapshots[0].state.as_deref(), Some("completed"));
     assert_eq!(out.actions.len(), 1);
 }
 

@@ -312,13 +312,11 @@ async fn output_artifacts(
                 .body;
             let mut hasher = Sha256::new();
             let mut size = 0u64;
-            while let Some(chunk) = body.try_next().await.map_err(|e| StepError::Aws {
-                kind: cordon_common::error::AwsErrorKind::Transient,
-                operation: "GetObject",
-                code: "ResponseError".into(),
-                message: e.to_string(),
-                source: Box::new(e),
-            })? {
+            while let Some(chunk) = body
+                .try_next()
+                .await
+                .map_err(|e| StepError::body_read("GetObject", e))?
+            {
                 size += chunk.len() as u64;
                 hasher.update(&chunk);
             }
