@@ -274,15 +274,48 @@ pub async fn remove(
         tracing::info!(%existing, "revocation policy already present");
     } else {
         timeline.intend(REVOKE, &target, &json!(null), &json!(policy_name));
-        clients
+        let put = clients
             .iam
             .put_role_policy()
             .role_name(&role_name)
             .policy_name(&policy_name)
             .policy_document(document.to_string())
             .send()
-            .await
-            .map_err(|e| StepError::aws("PutRolePolicy", e))?;
+            .await;
+        match put {
+            Ok(_) => {}
+            // A role's inline policies share 10,240 characters
+            // (<https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html>): many
+            // instances of one role under response fill them. Revoking too much is safe, too
+            // little is not: fall back to denying every older session of the role.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_limit_exceeded_exception())
+                    && incident.options.revoke_sessions == RevokeSessions::Instance =>
+            {
+                out.gaps.push(Gap::new(
+                    STEP,
+                    "per-instance credential revocation",
+                    format!("the inline policy quota of role {role_name} is full; every session of the role issued before now was revoked instead"),
+                ));
+                let role_wide = Incident {
+                    options: cordon_common::incident::Options {
+                        revoke_sessions: RevokeSessions::Role,
+                        ..incident.options.clone()
+                    },
+                    ..incident.clone()
+                };
+                let mut fallback =
+                    Box::pin(remove(clients, config, &role_wide, Some(profile_arn))).await?;
+                let mut actions = timeline.into_actions();
+                actions.append(&mut fallback.actions);
+                out.actions = actions;
+                out.gaps.append(&mut fallback.gaps);
+                out.revoked = fallback.revoked;
+                return Ok(out);
+            }
+            Err(e) => return Err(StepError::aws("PutRolePolicy", e)),
+        }
         timeline.record(
             REVOKE,
             &target,

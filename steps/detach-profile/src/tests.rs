@@ -272,3 +272,30 @@ async fn errors_are_named_and_bad_arns_rejected_before_any_call() {
         "name"
     );
 }
+
+#[tokio::test]
+async fn a_full_inline_policy_quota_falls_back_to_revoking_the_whole_role() {
+    let assoc = associations(None, IamInstanceProfileAssociationState::Associated);
+    let profile = role_profile();
+    let no_policy = mock!(aws_sdk_iam::Client::get_role_policy)
+        .then_http_response(query_error(404, "NoSuchEntity"));
+    let full = mock!(aws_sdk_iam::Client::put_role_policy)
+        .match_requests(|r| r.policy_name() == Some("cordon-revoke-i-0123456789abcdef0"))
+        .then_http_response(query_error(409, "LimitExceeded"));
+    let role_wide = mock!(aws_sdk_iam::Client::put_role_policy)
+        .match_requests(|r| r.policy_name() == Some("cordon-revoke-sessions-IR-5"))
+        .then_output(|| PutRolePolicyOutput::builder().build());
+    let c = clients(&[&assoc], &[&profile, &no_policy, &full, &role_wide]);
+
+    let out = remove(&c, &config(), &incident("instance"), Some(APP.into()))
+        .await
+        .unwrap();
+
+    assert_eq!(role_wide.num_calls(), 1);
+    assert_eq!(out.revoked.unwrap().scope, RevokeSessions::Role);
+    assert!(
+        out.gaps.iter().any(|g| g.reason.contains("quota")),
+        "{:?}",
+        out.gaps
+    );
+}

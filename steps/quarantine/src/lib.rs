@@ -281,6 +281,15 @@ fn missing_all_traffic(perms: &[IpPermission]) -> Option<IpPermission> {
     Some(p.build())
 }
 
+/// `Ok` when the error's code only says the change is already made, else the error.
+fn already(err: StepError, code: &str) -> Result<(), StepError> {
+    if err.aws_code() == Some(code) {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
 /// Authorizes `missing` on the flush group in one direction; a rule that appeared meanwhile is fine.
 async fn allow(
     ec2: &aws_sdk_ec2::Client,
@@ -391,7 +400,15 @@ async fn ensure_group(
                     .set_ip_permissions(Some(group.ip_permissions_egress().to_vec()))
                     .send()
                     .await
-                    .map_err(|e| StepError::aws("RevokeSecurityGroupEgress", e))?;
+                    .map(drop)
+                    // Revoked meanwhile by another execution in the same VPC: the goal is reached
+                    // (and verification reads the group again).
+                    .or_else(|e| {
+                        already(
+                            StepError::aws("RevokeSecurityGroupEgress", e),
+                            "InvalidPermission.NotFound",
+                        )
+                    })?;
                 timeline.record(
                     action,
                     &group_id,
@@ -412,7 +429,15 @@ async fn ensure_group(
                     .set_ip_permissions(Some(group.ip_permissions().to_vec()))
                     .send()
                     .await
-                    .map_err(|e| StepError::aws("RevokeSecurityGroupIngress", e))?;
+                    .map(drop)
+                    // Revoked meanwhile by another execution in the same VPC: the goal is reached
+                    // (and verification reads the group again).
+                    .or_else(|e| {
+                        already(
+                            StepError::aws("RevokeSecurityGroupIngress", e),
+                            "InvalidPermission.NotFound",
+                        )
+                    })?;
                 timeline.record(
                     action,
                     &group_id,

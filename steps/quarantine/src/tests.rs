@@ -333,3 +333,20 @@ async fn throttling_is_transient() {
         .unwrap_err();
     assert_eq!(err.name(), "Transient");
 }
+
+#[tokio::test]
+async fn a_rule_revoked_meanwhile_by_another_execution_is_not_an_error() {
+    let w = world();
+    let (mut ec2, elb) = rules(&w);
+    // Another execution in the same VPC revoked the egress rule between our describe and revoke.
+    let w2 = w.clone();
+    ec2[4] =
+        mock!(aws_sdk_ec2::Client::revoke_security_group_egress).then_compute_response(move |_| {
+            for (_, _, egress) in w2.lock().unwrap().groups.values_mut() {
+                egress.clear();
+            }
+            aws_smithy_mocks::MockResponse::Http(ec2_error(400, "InvalidPermission.NotFound")())
+        });
+    let out = quarantine(&clients(&ec2, &elb), &incident()).await.unwrap();
+    assert!(out.verified);
+}
