@@ -46,6 +46,17 @@ demo: venv build ## Run a full incident response on the seeded instance in the l
 	@status=0; $(LOCAL_AWS) demo --state-dir $(STATE_DIR) || status=$$?; \
 	  $(LOCAL_AWS) down --state-dir $(STATE_DIR) >/dev/null; exit $$status
 
+$(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+FLEET ?= 25
+RUNS ?= 7
+.PHONY: bench
+bench: venv $(VENV)/.bench-installed ## Cold start, memory, size, containment time, fleet (FLEET=25) vs a boto3 baseline: bench/results.json
+	cargo build --release --locked --workspace --bins
+	$(VPY) bench/bench.py --bin-dir $(CARGO_TARGET_DIR)/release --runs $(RUNS) --fleet $(FLEET)
+
 .PHONY: fmt
 fmt: ## Format the Rust code
 	cargo fmt --all
