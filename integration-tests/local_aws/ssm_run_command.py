@@ -372,17 +372,19 @@ class SsmRunCommandShim:
             req,
         )
 
+    def _select(self, command_id: str | None) -> list | None:
+        """The command named, or every command newest first; None for an unknown ID. Hold the lock."""
+        if command_id:
+            return [self.commands[command_id]] if command_id in self.commands else None
+        return sorted(self.commands.values(), key=lambda c: -c.requested)
+
     def _ListCommandInvocations(self, req: AwsRequest) -> Response:
         p = req.params
         command_id, instance_id = p.get("CommandId"), p.get("InstanceId")
         with self.lock:
-            if command_id and command_id not in self.commands:
+            cmds = self._select(command_id)
+            if cmds is None:
                 return aws_error(req, "InvalidCommandId", "")
-            cmds = (
-                [self.commands[command_id]]
-                if command_id
-                else sorted(self.commands.values(), key=lambda c: -c.requested)
-            )
         out = []
         for cmd in cmds:
             for inv in cmd.invocations.values():
@@ -437,13 +439,9 @@ class SsmRunCommandShim:
         p = req.params
         command_id, instance_id = p.get("CommandId"), p.get("InstanceId")
         with self.lock:
-            if command_id and command_id not in self.commands:
+            cmds = self._select(command_id)
+            if cmds is None:
                 return aws_error(req, "InvalidCommandId", "")
-            cmds = (
-                [self.commands[command_id]]
-                if command_id
-                else sorted(self.commands.values(), key=lambda c: -c.requested)
-            )
             cmds = [c for c in cmds if not instance_id or instance_id in c.invocations]
             return json_response({"Commands": [self._command_view(c) for c in cmds]}, req)
 

@@ -310,31 +310,24 @@ async fn allow(
         )
     };
     timeline.intend(action, group_id, &json!("partial"), &json!("all"));
-    let duplicate = |code: Option<&str>| code == Some("InvalidPermission.Duplicate");
-    let result = if egress {
-        match ec2
-            .authorize_security_group_egress()
+    let sent = if egress {
+        ec2.authorize_security_group_egress()
             .group_id(group_id)
             .ip_permissions(missing)
             .send()
             .await
-        {
-            Err(e) if !duplicate(e.code()) => Err(StepError::aws(operation, e)),
-            _ => Ok(()),
-        }
+            .map(drop)
+            .map_err(|e| StepError::aws(operation, e))
     } else {
-        match ec2
-            .authorize_security_group_ingress()
+        ec2.authorize_security_group_ingress()
             .group_id(group_id)
             .ip_permissions(missing)
             .send()
             .await
-        {
-            Err(e) if !duplicate(e.code()) => Err(StepError::aws(operation, e)),
-            _ => Ok(()),
-        }
+            .map(drop)
+            .map_err(|e| StepError::aws(operation, e))
     };
-    result?;
+    sent.or_else(|e| already(e, "InvalidPermission.Duplicate"))?;
     timeline.record(action, group_id, json!("partial"), json!("all"));
     Ok(())
 }
