@@ -13,7 +13,7 @@ VENV := $(CURDIR)/.venv
 VPY := $(VENV)/bin/python
 BIN_DIR := $(CARGO_TARGET_DIR)/debug
 STATE_DIR := $(CURDIR)/.local
-LOCAL_AWS := cd integration-tests && CORDON_BIN_DIR=$(BIN_DIR) $(VPY) -m local_aws
+LOCAL_AWS = cd integration-tests && CORDON_TEMPLATE=$(LOCAL_TEMPLATE) CORDON_BIN_DIR=$(BIN_DIR) $(VPY) -m local_aws
 
 .PHONY: help
 help: ## List the targets
@@ -31,8 +31,20 @@ venv: $(VENV)/.installed ## Install the local AWS stack's Python tools (moto, bo
 build: ## Build every step binary (debug profile, as the local stack runs them)
 	cargo build --locked --workspace --bins
 
+# The template the local stack deploys from: the CDK app synthesized with placeholder code and the
+# local context (every optional rule switched on), so roles, API templates and rules are the real ones.
+LOCAL_TEMPLATE := $(STATE_DIR)/cdk.out/Cordon.template.json
+LOCAL_CONTEXT := -c placeholderCode=true -c guardDutySeverity=4
+CDK_SOURCES := $(wildcard cdk/lib/*.ts cdk/bin/*.ts) cdk/cdk.json statemachine.asl.json
+
+$(LOCAL_TEMPLATE): $(CDK_SOURCES) $(CURDIR)/cdk/node_modules/.installed
+	cd cdk && CDK_DISABLE_CLI_TELEMETRY=true npx cdk synth --no-notices -q $(LOCAL_CONTEXT) -o $(STATE_DIR)/cdk.out >/dev/null
+
+.PHONY: local-template
+local-template: $(LOCAL_TEMPLATE) ## Synthesize the template the local stack deploys from (.local/cdk.out)
+
 .PHONY: local-up
-local-up: venv build ## Start the local AWS stack and print its environment (leave it running)
+local-up: venv build local-template ## Start the local AWS stack and print its environment (leave it running)
 	@$(LOCAL_AWS) up --bin-dir $(BIN_DIR) --state-dir $(STATE_DIR)
 
 .PHONY: local-down
@@ -40,7 +52,7 @@ local-down: ## Stop the local AWS stack
 	@if [ -x $(VPY) ]; then $(LOCAL_AWS) down --state-dir $(STATE_DIR); fi
 
 .PHONY: demo
-demo: venv build ## Run a full incident response on the seeded instance in the local stack
+demo: venv build local-template ## Run a full incident response on the seeded instance in the local stack
 	@$(LOCAL_AWS) down --state-dir $(STATE_DIR) >/dev/null 2>&1 || true
 	@$(LOCAL_AWS) up --bin-dir $(BIN_DIR) --state-dir $(STATE_DIR) >/dev/null
 	@status=0; $(LOCAL_AWS) demo --state-dir $(STATE_DIR) || status=$$?; \
@@ -71,8 +83,8 @@ unit: ## Unit tests (AWS mocked on the real SDK clients)
 	cargo test --locked --workspace
 
 .PHONY: integration
-integration: venv build ## Integration tests: the real state machine and binaries on the local stack
-	cd integration-tests && CORDON_BIN_DIR=$(BIN_DIR) $(VPY) -m pytest -q -p no:cacheprovider
+integration: venv build local-template ## Integration tests: the real state machine and binaries on the local stack
+	cd integration-tests && CORDON_TEMPLATE=$(LOCAL_TEMPLATE) CORDON_BIN_DIR=$(BIN_DIR) $(VPY) -m pytest -q -p no:cacheprovider
 
 $(CURDIR)/cdk/node_modules/.installed: cdk/package.json cdk/package-lock.json
 	cd cdk && npm ci --no-audit --no-fund --loglevel=error
