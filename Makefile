@@ -65,9 +65,9 @@ $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 FLEET ?= 25
 RUNS ?= 7
 .PHONY: bench
-bench: venv $(VENV)/.bench-installed ## Cold start, memory, size, containment time, fleet (FLEET=25) vs a boto3 baseline: bench/results.json
+bench: venv $(VENV)/.bench-installed local-template ## Cold start, memory, size, containment time, fleet (FLEET=25) vs a boto3 baseline: bench/results.json
 	cargo build --release --locked --workspace --bins
-	$(VPY) bench/bench.py --bin-dir $(CARGO_TARGET_DIR)/release --runs $(RUNS) --fleet $(FLEET)
+	CORDON_TEMPLATE=$(LOCAL_TEMPLATE) $(VPY) bench/bench.py --bin-dir $(CARGO_TARGET_DIR)/release --runs $(RUNS) --fleet $(FLEET)
 
 .PHONY: fmt
 fmt: ## Format the Rust code

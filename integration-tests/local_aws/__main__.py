@@ -45,6 +45,7 @@ def serve(args: argparse.Namespace) -> int:
     from .server import LocalAws
     from .shims import ConsoleScreenshotShim, ManagedNodes, S3ObjectLockChecksumShim, SsmInstanceInformationShim
     from .ssm_run_command import SsmRunCommandShim
+    from .template import Template
 
     state_dir: Path = args.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,8 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         extra_env = dict(kv.split("=", 1) for kv in args.extra_env)
-        deployment = deploy(server.endpoint, args.asl or DEFAULT_ASL, extra_env)
+        template = Template.load()
+        deployment = deploy(server.endpoint, template, args.asl or DEFAULT_ASL, extra_env)
         ctx, web01, web02 = seed_environment(server.endpoint)
         _write_atomic(
             state_dir / "seed.json",

@@ -30,6 +30,7 @@ from pathlib import Path
 import boto3
 
 from . import ACCESS_KEY, REGION, SECRET_KEY
+from .template import STEP_CONSTRUCTS, Template
 
 BUCKET = "cordon-evidence-local"
 TOPIC = "cordon-notifications"
@@ -103,7 +104,12 @@ def substitute(definition: str, substitutions: dict[str, str]) -> str:
     return definition
 
 
-def deploy(endpoint: str, asl_path: Path = DEFAULT_ASL, extra_env: dict[str, str] | None = None) -> Deployment:
+def deploy(
+    endpoint: str, template: Template, asl_path: Path = DEFAULT_ASL, extra_env: dict[str, str] | None = None
+) -> Deployment:
+    """Creates the stack's resources; records each one's physical values in ``template`` (by
+    logical id), so that everything read from the template later (roles, API mapping templates,
+    event rules) resolves to the local resources."""
     s3, sns, sqs, iam = (client(s, endpoint) for s in ("s3", "sns", "sqs", "iam"))
     lam, sfn = client("lambda", endpoint), client("stepfunctions", endpoint)
 
@@ -168,6 +174,7 @@ def deploy(endpoint: str, asl_path: Path = DEFAULT_ASL, extra_env: dict[str, str
         "stateMachineArn"
     ]
 
+    _record_physical(template, BUCKET, topic_arn, profile, function_arns, sm_arn)
     return Deployment(
         state_machine_arn=sm_arn,
         bucket=BUCKET,
@@ -177,3 +184,17 @@ def deploy(endpoint: str, asl_path: Path = DEFAULT_ASL, extra_env: dict[str, str
         forensic_profile_name=FORENSIC_PROFILE,
         function_arns=function_arns,
     )
+
+
+def _record_physical(
+    template: Template, bucket: str, topic_arn: str, profile: dict, function_arns: dict[str, str], sm_arn: str
+) -> None:
+    """Logical id -> local physical values, as CloudFormation's Ref and Fn::GetAtt would give them."""
+    t = template
+    t.set_physical(t.by_path("EvidenceBucket/Resource"), bucket, Arn=f"arn:aws:s3:::{bucket}")
+    t.set_physical(t.by_path("Topic/Resource"), topic_arn, TopicName=topic_arn.rsplit(":", 1)[-1])
+    t.set_physical(t.by_path("ForensicInstanceProfile/Resource"), profile["InstanceProfileName"], Arn=profile["Arn"])
+    for step, arn in function_arns.items():
+        t.set_physical(t.function_id(step), arn.rsplit(":", 1)[-1], Arn=arn)
+    t.set_physical(t.by_path("StateMachine/Resource"), sm_arn, Name=sm_arn.rsplit(":", 1)[-1], Arn=sm_arn)
+    assert set(STEP_CONSTRUCTS) == set(function_arns), "every step's function is deployed"
