@@ -37,6 +37,8 @@ export const incidentRequestSchema: apigw.JsonSchema = {
         collect: { type: apigw.JsonSchemaType.BOOLEAN },
         memory: { type: apigw.JsonSchemaType.BOOLEAN },
         revoke_sessions: { type: apigw.JsonSchemaType.STRING, enum: ['instance', 'role', 'none'] },
+        network: { type: apigw.JsonSchemaType.STRING, enum: ['sg', 'sg+nacl'] },
+        stop_after_evidence: { type: apigw.JsonSchemaType.BOOLEAN },
       },
     },
   },

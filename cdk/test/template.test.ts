@@ -220,6 +220,8 @@ describe('SecurityResponse API', () => {
         collect: { type: 'boolean' },
         memory: { type: 'boolean' },
         revoke_sessions: { type: 'string', enum: ['instance', 'role', 'none'] },
+        network: { type: 'string', enum: ['sg', 'sg+nacl'] },
+        stop_after_evidence: { type: 'boolean' },
       },
     });
     assert.deepEqual(Object.keys(schema.properties).sort(), ['incident_id', 'instance_id', 'options', 'reason', 'requested_by']);

@@ -39,6 +39,13 @@ pub struct Options {
     pub memory: bool,
     /// How credentials already issued to the instance profile are revoked.
     pub revoke_sessions: RevokeSessions,
+    /// Which network controls isolate the instance: security groups only, or security groups
+    /// plus network ACL deny rules for the instance's addresses (stateless, so they also cut
+    /// flows that security groups track automatically whatever their rules say).
+    pub network: NetworkIsolation,
+    /// Stop the instance once the evidence and the collection are done (hibernate when the
+    /// instance was launched with hibernation configured). Never terminate.
+    pub stop_after_evidence: bool,
 }
 
 impl Default for Options {
@@ -47,8 +54,20 @@ impl Default for Options {
             collect: true,
             memory: false,
             revoke_sessions: RevokeSessions::Instance,
+            network: NetworkIsolation::SgNacl,
+            stop_after_evidence: false,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetworkIsolation {
+    /// Security groups only: the isolation group on every interface.
+    #[serde(rename = "sg")]
+    Sg,
+    /// Security groups plus network ACL deny rules for the instance's private addresses.
+    #[serde(rename = "sg+nacl")]
+    SgNacl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,10 +253,13 @@ mod tests {
             "incident_id": "IR-2026.11_29",
             "reason": "GuardDuty: CryptoCurrency:EC2/BitcoinTool.B!DNS\nsee ticket",
             "requested_by": "arn:aws:iam::123456789012:user/alice",
-            "options": {"collect": false, "memory": true, "revoke_sessions": "role"}
+            "options": {"collect": false, "memory": true, "revoke_sessions": "role",
+                        "network": "sg", "stop_after_evidence": true}
         }))
         .unwrap();
         assert_eq!(i.incident_id, "IR-2026.11_29");
+        assert_eq!(i.options.network, NetworkIsolation::Sg);
+        assert!(i.options.stop_after_evidence);
         assert!(!i.options.collect);
         assert!(i.options.memory);
         assert_eq!(i.options.revoke_sessions, RevokeSessions::Role);
@@ -283,6 +305,8 @@ mod tests {
         );
         assert_invalid(
             json!({"instance_id": "i-01234567", "options": {"revoke_sessions": "all"}}),
+            json!({"instance_id": "i-01234567", "options": {"network": "nacl"}}),
+            json!({"instance_id": "i-01234567", "options": {"stop_after_evidence": "yes"}}),
             "unknown variant",
         );
         assert_invalid(json!("i-01234567"), "must be a JSON object");
