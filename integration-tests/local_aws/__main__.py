@@ -38,8 +38,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from . import model_fixes
+    from . import model_fixes, strict
     from .deploy import DEFAULT_ASL, STEPS, deploy
+    from .eventbridge import EventBridge, PutEventsShim, StartExecutionNameShim
+    from .journal import FILE_NAME as JOURNAL_FILE, Journal
     from .runtime_api import LambdaRuntime
     from .seed import seed_environment
     from .server import LocalAws
@@ -67,6 +69,8 @@ def serve(args: argparse.Namespace) -> int:
         )
 
     server = LocalAws(port=args.port)
+    # Every request of the run, for the action-coverage check (journal.py, coverage.py).
+    server.middleware.journal = Journal(state_dir / JOURNAL_FILE)
     model_fixes.apply()
     runtime = LambdaRuntime(bin_dir, state_dir, server.endpoint)
     runtime.install()
@@ -76,6 +80,8 @@ def serve(args: argparse.Namespace) -> int:
     server.add_shim(ConsoleScreenshotShim())
     server.add_shim(SsmInstanceInformationShim(nodes))
     server.add_shim(ssm)
+    server.add_shim(StartExecutionNameShim())  # eventbridge.py: nameless StartExecution gets a UUID
+    strict.install(server)  # where moto is kinder than AWS (strict.py)
     server.middleware.add_routes(runtime.control_routes())
     server.start()
     (state_dir / "pid").write_text(str(os.getpid()))
@@ -85,6 +91,10 @@ def serve(args: argparse.Namespace) -> int:
         extra_env = dict(kv.split("=", 1) for kv in args.extra_env)
         template = Template.load()
         deployment = deploy(server.endpoint, template, args.asl or DEFAULT_ASL, extra_env)
+        # The template's event rules, applied to events put on the local bus (eventbridge.py).
+        bus = EventBridge(server.endpoint, template)
+        bus.install()
+        server.add_shim(PutEventsShim(bus))
         ctx, web01, web02 = seed_environment(server.endpoint)
         _write_atomic(
             state_dir / "seed.json",
@@ -124,6 +134,7 @@ def serve(args: argparse.Namespace) -> int:
         runtime.shutdown()
         ssm.shutdown()
         server.stop()
+        server.middleware.journal.close()
         (state_dir / "pid").unlink(missing_ok=True)
     return 0
 

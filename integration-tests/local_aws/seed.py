@@ -42,6 +42,8 @@ class SeedContext:
     auto_scaling_group: str
     target_group_arn: str
     key_name: str
+    # The Application Load Balancer whose listener forwards to ``target_group_arn``.
+    load_balancer_arn: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -159,6 +161,17 @@ def seed_environment(endpoint: str) -> tuple[SeedContext, SeededInstance, Seeded
     tg_arn = elbv2.create_target_group(Name="web-tg", Protocol="HTTP", Port=80, VpcId=vpc_id, TargetType="instance")[
         "TargetGroups"
     ][0]["TargetGroupArn"]
+    # The web tier's load balancer: a target group that no load balancer uses reports its targets
+    # `unused` (Target.NotInUse) and deregisters them at once (strict.ElbTargetDrainingShim).
+    alb_arn = elbv2.create_load_balancer(
+        Name="web-alb", Subnets=subnet_ids, SecurityGroups=[sg_id], Scheme="internet-facing", Type="application"
+    )["LoadBalancers"][0]["LoadBalancerArn"]
+    elbv2.create_listener(
+        LoadBalancerArn=alb_arn,
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
+    )
 
     ctx = SeedContext(
         endpoint=endpoint,
@@ -173,6 +186,7 @@ def seed_environment(endpoint: str) -> tuple[SeedContext, SeededInstance, Seeded
         auto_scaling_group="web-asg",
         target_group_arn=tg_arn,
         key_name="web-key",
+        load_balancer_arn=alb_arn,
     )
     web01 = seed_instance(
         ctx,
@@ -195,15 +209,29 @@ def seed_instance(
     extra_volumes: int = 2,
     second_interface: bool = True,
     instance_profile: bool = True,
-    auto_scaling_group: bool = False,
+    auto_scaling_group: bool | str = False,
     target_group: bool = False,
     subnet_index: int = 0,
     control_url: str | None = None,
+    shutdown_behavior: str | None = None,
+    termination_protection: bool = False,
+    delete_on_termination: bool | None = None,
+    spot: bool = False,
+    lifecycle_state: str | None = None,
 ) -> SeededInstance:
     """A running instance of its own, shaped like ``web-01``; returns its IDs.
 
     ``ssm`` registers it as an SSM managed node (``platform`` Linux or Windows);
-    ``auto_scaling_group`` / ``target_group`` put it into the seeded ``web-asg`` / ``web-tg``.
+    ``auto_scaling_group`` / ``target_group`` put it into the seeded ``web-asg`` / ``web-tg``
+    (``auto_scaling_group`` may name another group).
+
+    Starting attributes, so that a scenario can start from the opposite of what Cordon sets:
+    ``shutdown_behavior`` (``stop`` | ``terminate``; EC2's default is ``stop``),
+    ``termination_protection``, ``delete_on_termination`` (set on every attached volume; None
+    keeps EC2's defaults: on for the root volume, off for volumes attached later),
+    ``spot`` (launched as a one-time Spot Instance: ``InstanceLifecycle`` ``spot``),
+    ``lifecycle_state`` (its Auto Scaling lifecycle state, e.g. ``Terminating:Wait``, set through
+    ``/_cordon/autoscaling/lifecycle-state``).
     """
     ec2, asg, elbv2 = (client(s, ctx.endpoint) for s in ("ec2", "autoscaling", "elbv2"))
     control_url = control_url or f"{ctx.endpoint}/_cordon"
@@ -221,6 +249,15 @@ def seed_instance(
         MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()]}],
     )
+    if shutdown_behavior is not None:
+        run["InstanceInitiatedShutdownBehavior"] = shutdown_behavior
+    if termination_protection:
+        run["DisableApiTermination"] = True
+    if spot:
+        run["InstanceMarketOptions"] = {
+            "MarketType": "spot",
+            "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
+        }
     if platform == "Windows":
         # EC2 reports Platform "windows" for instances launched from a Windows AMI.
         windows = ec2.describe_images(Filters=[{"Name": "platform", "Values": ["windows"]}])["Images"]
@@ -241,6 +278,13 @@ def seed_instance(
         ec2.attach_volume(VolumeId=vol["VolumeId"], InstanceId=instance_id, Device=f"/dev/sd{chr(ord('f') + n)}")
     vols = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}])["Volumes"]
     seeded.volume_ids = sorted(v["VolumeId"] for v in vols)
+    if delete_on_termination is not None:
+        devices = [a["Device"] for v in vols for a in v["Attachments"] if a["InstanceId"] == instance_id]
+        for device in devices:  # ModifyInstanceAttribute changes one attribute per call
+            ec2.modify_instance_attribute(
+                InstanceId=instance_id,
+                BlockDeviceMappings=[{"DeviceName": device, "Ebs": {"DeleteOnTermination": delete_on_termination}}],
+            )
 
     if second_interface:
         eni = ec2.create_network_interface(
@@ -257,7 +301,11 @@ def seed_instance(
         )
         seeded.association_id = assoc["IamInstanceProfileAssociation"]["AssociationId"]
     if auto_scaling_group:
-        asg.attach_instances(AutoScalingGroupName=ctx.auto_scaling_group, InstanceIds=[instance_id])
+        group = auto_scaling_group if isinstance(auto_scaling_group, str) else ctx.auto_scaling_group
+        asg.attach_instances(AutoScalingGroupName=group, InstanceIds=[instance_id])
+        if lifecycle_state:
+            state = {"instance_id": instance_id, "state": lifecycle_state}
+            control(control_url, "POST", "/autoscaling/lifecycle-state", state)
     if target_group:
         elbv2.register_targets(TargetGroupArn=ctx.target_group_arn, Targets=[{"Id": instance_id, "Port": 80}])
     if ssm:
