@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shlex
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ INTEGRATION = ROOT / "integration-tests"
 sys.path.insert(0, str(INTEGRATION))
 
 from local_aws import seed as seed_module  # noqa: E402
+from local_aws.envfile import read_env  # noqa: E402
 
 CONTAINMENT_STATE = "Quarantine network"
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
@@ -111,11 +111,7 @@ class LocalStack:
         up = self._cli("up", "--bin-dir", str(self.bin_dir), "--state-dir", str(self.state_dir), "--timeout", "120")
         if up.returncode != 0:
             raise RuntimeError(f"local AWS stack did not start:\n{up.stdout}\n{up.stderr}")
-        self.env = {}
-        for line in (self.state_dir / "env").read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                self.env[key] = shlex.split(value)[0] if value else ""
+        self.env = read_env(self.state_dir)
         self.endpoint = self.env["AWS_ENDPOINT_URL"]
         self.control_url = self.env["CORDON_CONTROL_URL"]
         self.state_machine_arn = self.env["CORDON_STATE_MACHINE_ARN"]

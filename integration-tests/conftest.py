@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -26,18 +25,15 @@ from botocore.config import Config
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from local_aws import envfile  # noqa: E402
 from local_aws import seed as seed_module  # noqa: E402
 
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
 def read_env(state_dir: Path) -> dict[str, str]:
-    values = {}
-    for line in (state_dir / "env").read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            values[key] = shlex.split(value)[0] if value else ""
-    return values
+    """The stack's ``env`` file (``export NAME=value`` lines, see ``local_aws.envfile``)."""
+    return envfile.read_env(state_dir)
 
 
 class Stack:

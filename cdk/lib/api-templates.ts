@@ -10,6 +10,13 @@ import * as apigw from 'aws-cdk-lib/aws-apigateway';
 
 const JSON_STRING = (expr: string) => String.raw`"$util.escapeJavaScript(${expr}).replaceAll("\\'", "'")"`;
 
+/**
+ * What an incident id is: the execution name POST /incidents gives (the body's incident_id, or
+ * the API request id, a UUID; EventBridge names the executions it starts with UUIDs too).
+ * Unanchored, for Java's String.matches (whole string) in templates; anchored in the model.
+ */
+export const INCIDENT_ID = '[A-Za-z0-9][A-Za-z0-9._-]{0,79}';
+
 /** POST /incidents body. Anything else is 400 before Step Functions is called. */
 export const incidentRequestSchema: apigw.JsonSchema = {
   schema: apigw.JsonSchemaVersion.DRAFT4,
@@ -26,7 +33,7 @@ export const incidentRequestSchema: apigw.JsonSchema = {
     incident_id: {
       type: apigw.JsonSchemaType.STRING,
       description: 'Becomes the execution name (Step Functions allows 80 characters); the API request id when absent',
-      pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$',
+      pattern: `^${INCIDENT_ID}$`,
     },
     reason: { type: apigw.JsonSchemaType.STRING, maxLength: 1024 },
     requested_by: { type: apigw.JsonSchemaType.STRING, maxLength: 2048 },
@@ -91,9 +98,24 @@ export const startExecutionError = [
   '#end',
 ].join('\n');
 
-/** DescribeExecution request for the execution named by the path: `<prefix><id>`. */
+/**
+ * DescribeExecution request for the execution named by the path: `<prefix><id>`.
+ *
+ * Only an id that can be an incident id becomes part of the ARN; it has no character that JSON or
+ * an ARN would need escaped. Any other id names no execution of Cordon: the request then carries
+ * no ARN at all, Step Functions answers InvalidArn, and the error template answers 400
+ * InvalidIncidentId. (Escaping the id into the ARN was wrong: $util.escapeJavaScript turns ' into
+ * \', which is not valid JSON, so an id with a single quote got a 500.)
+ */
 export function describeExecutionRequest(executionArnPrefix: string): string {
-  return `{"executionArn": "${executionArnPrefix}$util.escapeJavaScript($input.params('id'))"}`;
+  return [
+    String.raw`#set($id = $input.params('id'))`,
+    `#if($id.matches('${INCIDENT_ID}'))`,
+    `{"executionArn": "${executionArnPrefix}$id"}`,
+    '#else',
+    '{"executionArn": "not-an-incident-id"}',
+    '#end',
+  ].join('\n');
 }
 
 /** DescribeExecution answer → status and, once finished, output (as JSON) or error and cause. */

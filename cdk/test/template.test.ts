@@ -267,15 +267,53 @@ describe('SecurityResponse API', () => {
     const integration = get.Properties.Integration;
     assert.equal(flatten(integration.Uri), 'arn:<AWS::Partition>:apigateway:<AWS::Region>:states:action/DescribeExecution');
     const requestTemplate = flatten(integration.RequestTemplates['application/json']);
+    // Only an id that can be an incident id (the model's incident_id pattern) goes into the ARN, as
+    // is; any other id gets a request with no ARN (InvalidArn -> 400 InvalidIncidentId, below).
+    const schema = R[post.Properties.RequestModels['application/json'].Ref].Properties.Schema;
     assert.equal(
       requestTemplate,
-      `{"executionArn": "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<${stateMachineId}.Name>:$util.escapeJavaScript($input.params('id'))"}`,
+      [
+        "#set($id = $input.params('id'))",
+        `#if($id.matches('${schema.properties.incident_id.pattern.slice(1, -1)}'))`,
+        `{"executionArn": "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<${stateMachineId}.Name>:$id"}`,
+        '#else',
+        '{"executionArn": "not-an-incident-id"}',
+        '#end',
+      ].join('\n'),
     );
+    assert.match(schema.properties.incident_id.pattern, /^\^.*\$$/);
     const ok = (integration.IntegrationResponses as any[]).find((r) => r.SelectionPattern === undefined);
     assert.match(ok.ResponseTemplates['application/json'], /"status": "\$e\.status"/);
     assert.match(ok.ResponseTemplates['application/json'], /"output": /);
     const notFound = (integration.IntegrationResponses as any[]).find((r) => r.SelectionPattern === '4\\d{2}');
     assert.match(notFound.ResponseTemplates['application/json'], /ExecutionDoesNotExist'\)\)\n#set\(\$context\.responseOverride\.status = 404\)/);
+    assert.match(notFound.ResponseTemplates['application/json'], /#elseif\(\$type\.endsWith\('InvalidArn'\)\)\n\{"error": "InvalidIncidentId"/);
+  });
+
+  test('every $util.escapeJavaScript in a mapping template is made valid JSON (\\\' back to \')', () => {
+    // escapeJavaScript escapes ' as \', which JSON does not allow; the API Gateway reference's fix
+    // is .replaceAll("\\'", "'") on its result.
+    // https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-mapping-template-reference.html
+    const templates: string[] = [];
+    for (const method of [post, get]) {
+      const integration = method.Properties.Integration;
+      templates.push(...Object.values(integration.RequestTemplates as Record<string, unknown>).map(flatten));
+      for (const r of integration.IntegrationResponses as any[]) templates.push(...(Object.values(r.ResponseTemplates ?? {}) as string[]));
+    }
+    let calls = 0;
+    for (const text of templates) {
+      for (const m of text.matchAll(/\$util\.escapeJavaScript\(/g)) {
+        calls += 1;
+        let depth = 0;
+        let end = m.index! + m[0].length - 1;
+        for (; end < text.length; end += 1) {
+          if (text[end] === '(') depth += 1;
+          if (text[end] === ')' && --depth === 0) break;
+        }
+        assert.ok(text.startsWith(`.replaceAll("\\\\'", "'")`, end + 1), text.slice(m.index!, end + 30));
+      }
+    }
+    assert.ok(calls >= 5, `${calls}`);
   });
 
   test('stage: access logs to a log group, throttling, X-Ray, execution logs without bodies', () => {

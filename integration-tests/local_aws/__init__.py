@@ -12,7 +12,9 @@ that answer in the real API's wire format, never in the step code:
 - ``model_fixes``  moto's EC2 model made to replace (not add to) an interface's security groups
 - ``deploy``       the Cordon stack: bucket, topic, roles, the 8 functions, the state machine
 - ``seed``         a realistic compromised-instance environment
-- ``demo``         one execution, narrated
+- ``apigateway``   the template's SecurityResponse REST API served on loopback (``vtl``: its
+                   mapping-template language; ``envfile``: the ``export NAME=value`` env file)
+- ``demo``         one execution, started through the API and narrated
 
 Run it with ``python -m local_aws serve|up|down|demo`` from ``integration-tests/``.
 """

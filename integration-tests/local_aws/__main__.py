@@ -6,8 +6,9 @@
     python -m local_aws demo  --state-dir DIR [--instance-id ID]
 
 ``serve`` starts the emulator, installs the Lambda runtime shim and the gap shims, deploys Cordon,
-seeds the environment, and only then writes ``<state-dir>/env`` (shell assignments: endpoint,
-region, credentials, ARNs and IDs), so the env file's existence means "ready". It also writes
+serves its REST API (``apigateway``), seeds the environment, and only then writes
+``<state-dir>/env`` (``export NAME=value`` lines, see ``envfile``: endpoint, region, credentials,
+ARNs, IDs, the API's URL), so the env file's existence means "ready". It also writes
 ``<state-dir>/pid`` and ``<state-dir>/seed.json``, and runs until SIGTERM/SIGINT, then stops the
 function processes and removes ``env`` and ``pid``.
 """
@@ -18,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -39,6 +39,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from . import model_fixes, strict
+    from .apigateway import LocalApiGateway
+    from .envfile import format_env
     from .deploy import DEFAULT_ASL, STEPS, deploy
     from .eventbridge import EventBridge, PutEventsShim, StartExecutionNameShim
     from .journal import FILE_NAME as JOURNAL_FILE, Journal
@@ -87,6 +89,7 @@ def serve(args: argparse.Namespace) -> int:
     (state_dir / "pid").write_text(str(os.getpid()))
     log.info("moto %s listening on %s", _moto_version(), server.endpoint)
 
+    api = None
     try:
         extra_env = dict(kv.split("=", 1) for kv in args.extra_env)
         template = Template.load()
@@ -95,6 +98,10 @@ def serve(args: argparse.Namespace) -> int:
         bus = EventBridge(server.endpoint, template)
         bus.install()
         server.add_shim(PutEventsShim(bus))
+        # The SecurityResponse REST API, from the template's methods and mapping templates (apigateway.py).
+        api = LocalApiGateway(template, server.endpoint, state_dir)
+        api.start()
+        server.middleware.add_routes(api.control_routes())
         ctx, web01, web02 = seed_environment(server.endpoint)
         _write_atomic(
             state_dir / "seed.json",
@@ -120,9 +127,10 @@ def serve(args: argparse.Namespace) -> int:
             "CORDON_DEMO_INSTANCE_ID": web01.instance_id,
             "CORDON_UNMANAGED_INSTANCE_ID": web02.instance_id,
             "CORDON_CONTROL_URL": server.control_url,
+            "CORDON_API_URL": api.url,
             "CORDON_STATE_DIR": str(state_dir),
         }
-        _write_atomic(env_file, "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items()))
+        _write_atomic(env_file, format_env(values))
         log.info("ready: %s", env_file)
         stop.wait()
     except Exception:
@@ -133,6 +141,8 @@ def serve(args: argparse.Namespace) -> int:
         env_file.unlink(missing_ok=True)
         runtime.shutdown()
         ssm.shutdown()
+        if api is not None:
+            api.stop()
         server.stop()
         server.middleware.journal.close()
         (state_dir / "pid").unlink(missing_ok=True)

@@ -1,10 +1,13 @@
 """One incident response on the local stack, narrated for the person watching.
 
-Starts an execution (``demo-<timestamp>``) for the seeded instance, follows it state by state from
+Starts the response as a responder would, through the ``SecurityResponse`` API: ``POST /incidents``
+(incident ``demo-<timestamp>``), signed with SigV4 (botocore's signer, the stack's credentials, as
+with IAM authorization on AWS). Then it follows the execution state by state from
 GetExecutionHistory (name, duration, outcome: succeeded, failed with error and cause, retried),
 then shows the result, the evidence written under the incident prefix (key, size, SHA-256 recorded
 in the object's ``sha256`` metadata, checked against the body), and the SNS notification(s) as the
-subscribed queue received them. Exits non-zero unless the execution succeeded.
+subscribed queue received them, and what ``GET /incidents/{id}`` answers. Exits non-zero unless
+the API accepted the request and the execution succeeded.
 
 History event types: https://docs.aws.amazon.com/step-functions/latest/apireference/API_HistoryEvent.html
 """
@@ -13,13 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import sys
 import time
 from datetime import datetime, UTC
 from pathlib import Path
 
 import boto3
+
+from .apigateway import call_api
+from .envfile import read_env
 
 WIDTH = 34
 
@@ -28,12 +33,7 @@ def load_env(state_dir: Path) -> dict[str, str]:
     env_file = state_dir / "env"
     if not env_file.exists():
         raise SystemExit(f"{env_file} not found: start the stack first (python -m local_aws up ...)")
-    values = {}
-    for line in env_file.read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key] = shlex.split(value)[0] if value else ""
-    return values
+    return read_env(state_dir)
 
 
 def clients(env: dict[str, str]) -> dict:
@@ -269,12 +269,21 @@ def demo(args) -> int:
         "reason": "GuardDuty: CryptoCurrency:EC2/BitcoinTool.B!DNS from this instance (local demo)",
         "requested_by": "arn:aws:iam::123456789012:user/on-call",
     }
+    request["incident_id"] = execution_name
+    api = env["CORDON_API_URL"]
+    signer = dict(access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"])
     print(
-        f"Starting {execution_name} on {env['CORDON_STATE_MACHINE_ARN'].rsplit(':', 1)[-1]}\n  request: {json.dumps(request)}\n"
+        f"Starting the response through the API, as a responder would:\n"
+        f"  POST {api}incidents   (SigV4-signed for execute-api with {env['AWS_ACCESS_KEY_ID']!r}: IAM authorization)\n"
+        f"  body: {json.dumps(request)}"
     )
-    arn = sfn.start_execution(
-        stateMachineArn=env["CORDON_STATE_MACHINE_ARN"], name=execution_name, input=json.dumps(request)
-    )["executionArn"]
+    status, _, answer = call_api(api, "POST", "incidents", request, **signer)
+    print(f"  -> {status} {answer}\n")
+    if status != 202:
+        print("The API did not start the response.")
+        return 1
+    arn = json.loads(answer)["execution_arn"]
+    print(f"Following execution {arn.rsplit(':', 1)[-1]} of {env['CORDON_STATE_MACHINE_ARN'].rsplit(':', 1)[-1]}\n")
 
     printed = 0
     loop = LoopFolding()
@@ -307,6 +316,11 @@ def demo(args) -> int:
     incident_id = incident_id or execution_name
     print_evidence(s3, env["CORDON_EVIDENCE_BUCKET"], f"{incident_id}/{instance_id}/")
     print_notifications(sqs, env["CORDON_QUEUE_URL"], incident_id)
+    status, _, answer = call_api(api, "GET", f"incidents/{execution_name}", **signer)
+    shown = json.loads(answer) if status == 200 else answer
+    if isinstance(shown, dict):
+        shown = {k: shown.get(k) for k in ("incident_id", "status", "start_date", "stop_date", "error")}
+    print(f"GET {api}incidents/{execution_name}\n  -> {status} {json.dumps(shown) if isinstance(shown, dict) else shown}")
     return 0 if desc["status"] == "SUCCEEDED" else 1
 
 
