@@ -10,6 +10,9 @@ that answer in the real API's wire format, never in the step code:
 - ``shims``        EC2 GetConsoleScreenshot, SSM DescribeInstanceInformation, S3 Object Lock checksums
 - ``ssm_run_command``  SSM SendCommand / GetCommandInvocation / ListCommandInvocations, run for real
 - ``model_fixes``  moto's EC2 model made to replace (not add to) an interface's security groups
+- ``redrive``      Step Functions RedriveExecution and the executions' status-change events
+- ``strict``       where moto is kinder than AWS: ELBv2 draining, shutdown behaviour, Spot
+                   termination protection, DetachInstances lifecycle states
 - ``deploy``       the Cordon stack: bucket, topic, roles, the 8 functions, the state machine
 - ``seed``         a realistic compromised-instance environment
 - ``apigateway``   the template's SecurityResponse REST API served on loopback (``vtl``: its

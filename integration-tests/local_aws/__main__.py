@@ -44,6 +44,7 @@ def serve(args: argparse.Namespace) -> int:
     from .deploy import DEFAULT_ASL, STEPS, deploy
     from .eventbridge import EventBridge, PutEventsShim, StartExecutionNameShim
     from .journal import FILE_NAME as JOURNAL_FILE, Journal
+    from .redrive import STATUS_LISTENERS, StepFunctionsRedriveShim
     from .runtime_api import LambdaRuntime
     from .seed import seed_environment
     from .server import LocalAws
@@ -83,6 +84,8 @@ def serve(args: argparse.Namespace) -> int:
     server.add_shim(SsmInstanceInformationShim(nodes))
     server.add_shim(ssm)
     server.add_shim(StartExecutionNameShim())  # eventbridge.py: nameless StartExecution gets a UUID
+    # RedriveExecution and the executions' status-change events (redrive.py); before any execution starts.
+    server.add_shim(StepFunctionsRedriveShim())
     strict.install(server)  # where moto is kinder than AWS (strict.py)
     server.middleware.add_routes(runtime.control_routes())
     server.start()
@@ -97,6 +100,7 @@ def serve(args: argparse.Namespace) -> int:
         # The template's event rules, applied to events put on the local bus (eventbridge.py).
         bus = EventBridge(server.endpoint, template)
         bus.install()
+        STATUS_LISTENERS.append(bus.put)  # Step Functions Execution Status Change events (redrive.py)
         server.add_shim(PutEventsShim(bus))
         # The SecurityResponse REST API, from the template's methods and mapping templates (apigateway.py).
         api = LocalApiGateway(template, server.endpoint, state_dir)
