@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import pytest
 from botocore.exceptions import ClientError
 
-from test_incident_response import assert_contained
+from test_incident_response import assert_contained, attribute
 
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 DETECTOR_ID = "12abc34d567e8fa901bc2d34e56789f0"
@@ -206,7 +206,14 @@ def unknown_instance_id() -> str:
 
 
 def test_a_guardduty_ec2_finding_starts_one_response_that_contains_the_instance(stack):
-    inst = stack.seed_instance(name="gd-c2", ssm=False)
+    inst = stack.seed_instance(name="gd-c2", ssm=False, shutdown_behavior="terminate", delete_on_termination=True)
+    # Every protection the response sets starts from the opposite, read back from the emulator.
+    assert attribute(stack, inst.instance_id, "instanceInitiatedShutdownBehavior") == "terminate"
+    assert attribute(stack, inst.instance_id, "disableApiTermination") is False
+    mappings = stack.ec2.describe_instances(InstanceIds=[inst.instance_id])["Reservations"][0]["Instances"][0][
+        "BlockDeviceMappings"
+    ]
+    assert mappings and all(m["Ebs"]["DeleteOnTermination"] for m in mappings)
     rule = guardduty_rule(stack)
     event = c2_finding(stack, inst.instance_id, severity=8)
 
