@@ -18,6 +18,8 @@ import {
   Validations,
 } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -180,7 +182,11 @@ export class CordonStack extends Stack {
     });
 
     // ----------------------------------------------------------------------------- step functions
+    // A fixed name breaks the cycle state machine -> notify function -> notify role -> state
+    // machine: notify's role names the executions it may read by this name.
+    const stateMachineName = `${this.stackName}-response`;
     const scopeArns: ScopeArns = {
+      executionsArn: `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${stateMachineName}:*`,
       evidenceBucketArn: this.evidenceBucket.bucketArn,
       evidenceKeyArn: evidenceKey.keyArn,
       topicArn: this.topic.topicArn,
@@ -274,6 +280,7 @@ export class CordonStack extends Stack {
       removalPolicy: RemovalPolicy.RETAIN,
     });
     this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+      stateMachineName,
       stateMachineType: sfn.StateMachineType.STANDARD,
       comment: 'Cordon: first response for a suspected compromised EC2 instance',
       definitionBody: sfn.DefinitionBody.fromString(definition.body),
@@ -287,6 +294,9 @@ export class CordonStack extends Stack {
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason: 'Added by the StateMachine construct for logging and tracing: the CloudWatch Logs vended-log delivery actions (logs:CreateLogDelivery, ...) and xray:PutTraceSegments/PutTelemetryRecords/GetSampling* support no resource-level permissions.',
     });
+
+    // ----------------------------------------------------------------------------- failures
+    this.buildFailureAnnouncements(topicKey);
 
     // ----------------------------------------------------------------------------- REST API
     this.api = this.buildApi(config);
@@ -488,6 +498,76 @@ export class CordonStack extends Stack {
       });
     }
     return api;
+  }
+
+  /**
+   * A failed response cannot announce itself: a containment step that fails fails the execution at
+   * its own state, so that a redrive reruns it. Failures are announced from outside:
+   * - an EventBridge rule on the state machine's "Step Functions Execution Status Change" events
+   *   (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html) for
+   *   FAILED, TIMED_OUT and ABORTED invokes notify, which reads the history and publishes; events
+   *   that cannot be delivered after the retries go to an encrypted dead-letter queue;
+   * - a CloudWatch alarm on the state machine's ExecutionsFailed/TimedOut/Aborted metrics
+   *   (https://docs.aws.amazon.com/step-functions/latest/dg/procedure-cw-metrics.html) publishes to the
+   *   same topic, so that a failure is seen even when notify itself is broken. The topic's key lets
+   *   CloudWatch use it (https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services).
+   */
+  private buildFailureAnnouncements(topicKey: kms.Key): void {
+    const deadLetters = new sqs.Queue(this, 'FailureRuleDeadLetters', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    Validations.of(deadLetters).acknowledge({
+      id: 'AwsSolutions-SQS3',
+      reason: 'This queue is itself the dead-letter queue of the failure rule target (EventBridge DLQs are not visible to the rule as an SQS redrive policy).',
+    });
+    new events.Rule(this, 'FailureRule', {
+      description: 'Cordon: announce a response that failed, timed out or was aborted',
+      eventPattern: {
+        source: ['aws.states'],
+        detailType: ['Step Functions Execution Status Change'],
+        detail: {
+          stateMachineArn: [this.stateMachine.stateMachineArn],
+          status: ['FAILED', 'TIMED_OUT', 'ABORTED'],
+        },
+      },
+      targets: [
+        new targets.LambdaFunction(this.functions.notify, {
+          deadLetterQueue: deadLetters,
+          retryAttempts: 8,
+          maxEventAge: Duration.hours(2),
+        }),
+      ],
+    });
+
+    topicKey.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'CloudWatchAlarmsPublish',
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
+        resources: ['*'],
+        conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } },
+      }),
+    );
+    const alarm = new cloudwatch.Alarm(this, 'FailedResponsesAlarm', {
+      alarmDescription:
+        'Cordon: a response failed, timed out or was aborted. Read the CONTAINMENT FAILED message (if notify could send it), fix the cause, redrive the execution.',
+      metric: new cloudwatch.MathExpression({
+        expression: 'failed + timedout + aborted',
+        usingMetrics: {
+          failed: this.stateMachine.metricFailed({ statistic: 'Sum', period: Duration.minutes(1) }),
+          timedout: this.stateMachine.metricTimedOut({ statistic: 'Sum', period: Duration.minutes(1) }),
+          aborted: this.stateMachine.metricAborted({ statistic: 'Sum', period: Duration.minutes(1) }),
+        },
+        period: Duration.minutes(1),
+      }),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    alarm.addAlarmAction(new cwActions.SnsAction(this.topic));
   }
 
   private buildGuardDutyRule(severity: number): void {

@@ -10,7 +10,7 @@ import { STEPS } from '../lib/steps';
 const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8');
 const arns = {
   evidenceBucketArn: 'bucket', evidenceKeyArn: 'key', topicArn: 'topic', topicKeyArn: 'topickey',
-  forensicRoleArn: 'role', forensicInstanceProfileArn: 'profile',
+  forensicRoleArn: 'role', forensicInstanceProfileArn: 'profile', executionsArn: 'executions',
 };
 
 for (const step of STEPS) {

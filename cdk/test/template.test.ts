@@ -346,7 +346,26 @@ describe('SecurityResponse API', () => {
   test('no API key, usage plan or GuardDuty rule by default', () => {
     template.resourceCountIs('AWS::ApiGateway::ApiKey', 0);
     template.resourceCountIs('AWS::ApiGateway::UsagePlan', 0);
-    template.resourceCountIs('AWS::Events::Rule', 0);
+    // Only the failure-announcement rule.
+    assert.deepEqual(
+      Object.keys(resourcesOf(template, 'AWS::Events::Rule')).map((id) => id.replace(/[0-9A-F]{8}$/, '')),
+      ['FailureRule'],
+    );
+  });
+
+  test('failures are announced from outside the execution: status-change rule to notify, its DLQ, an alarm', () => {
+    const [, rule] = only(resourcesOf(template, 'AWS::Events::Rule'));
+    assert.deepEqual(rule.Properties.EventPattern.source, ['aws.states']);
+    assert.deepEqual(rule.Properties.EventPattern['detail-type'], ['Step Functions Execution Status Change']);
+    assert.deepEqual(rule.Properties.EventPattern.detail.status, ['FAILED', 'TIMED_OUT', 'ABORTED']);
+    const [target] = rule.Properties.Targets;
+    assert.match(JSON.stringify(target.Arn), /NotifyFunction/);
+    assert.ok(target.DeadLetterConfig?.Arn, 'a dead-letter queue');
+    assert.equal(target.RetryPolicy.MaximumRetryAttempts, 8);
+    const [, alarm] = only(resourcesOf(template, 'AWS::CloudWatch::Alarm'));
+    assert.match(JSON.stringify(alarm.Properties.AlarmActions), /Topic/);
+    const names = alarm.Properties.Metrics.filter((m: any) => m.MetricStat).map((m: any) => m.MetricStat.Metric.MetricName).sort();
+    assert.deepEqual(names, ['ExecutionsAborted', 'ExecutionsFailed', 'ExecutionsTimedOut']);
   });
 });
 

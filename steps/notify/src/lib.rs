@@ -139,6 +139,8 @@ pub struct Collected {
     pub actions: Vec<Action>,
     pub gaps: Vec<Gap>,
     pub snapshots: Vec<Value>,
+    /// What containment guarantees, path by path (computed in [`notify`] for a filed incident).
+    pub containment: Vec<containment::Row>,
 }
 
 /// Walks the state for the `artifacts`, `actions`, `gaps` and `snapshots` lists every step returns,
@@ -209,7 +211,12 @@ fn execution_name(arn: &str) -> &str {
 
 /// Subject: `[Cordon] <instance> <outcome>`, printable ASCII, at most 100 characters.
 pub fn subject(instance: &str, outcome: Outcome) -> String {
-    let s: String = format!("[Cordon] {instance} {}", outcome.headline())
+    subject_text(instance, outcome.headline())
+}
+
+/// `[Cordon] <instance> <headline>`, printable ASCII, at most 100 characters.
+pub fn subject_text(instance: &str, headline: &str) -> String {
+    let s: String = format!("[Cordon] {instance} {headline}")
         .chars()
         .map(|c| {
             if c.is_ascii_graphic() || c == ' ' {
@@ -239,13 +246,20 @@ pub async fn notify(clients: &Clients, event: Event) -> Result<Output, StepError
         .or_else(|| requested_instance(event.request.as_ref()))
         .unwrap_or_else(|| "(invalid request)".to_owned());
     let subject = subject(&instance, event.outcome);
-    let collected = event.results.as_ref().map(collect).unwrap_or_default();
+    let mut collected = event.results.as_ref().map(collect).unwrap_or_default();
     let execution = execution_name(&event.execution_arn).to_owned();
 
     // Evidence (manifest, notification record) only for a real incident that was acted on.
     let filed = incident
         .as_ref()
         .filter(|_| event.outcome != Outcome::Rejected);
+    if let Some(incident) = filed {
+        collected.containment = containment::table(
+            event.results.as_ref().unwrap_or(&Value::Null),
+            incident,
+            &collected.actions,
+        );
+    }
     let mut manifest_key = None;
     if let Some(incident) = filed {
         let record = format!("notifications/{execution}.json");
@@ -375,6 +389,7 @@ async fn write_manifest(
         "actions": collected.actions,
         "gaps": collected.gaps,
         "snapshots": collected.snapshots,
+        "containment": collected.containment,
     });
     let body =
         serde_json::to_vec_pretty(&manifest).map_err(|e| StepError::invalid(e.to_string()))?;
@@ -422,7 +437,9 @@ fn message(
         Outcome::Contained => {
             let _ = writeln!(
                 m,
-                "Evidence was preserved and the instance is isolated from the network (verified)."
+                "Every containment measure was applied. What each one stops, and what it does not, \
+                 is in the containment table below: \"configuration verified\" means the setting \
+                 was read back from AWS, not that traffic was seen to stop."
             );
         }
         Outcome::ContainmentFailed => {
@@ -461,6 +478,10 @@ fn message(
         let _ = writeln!(m);
         let _ = writeln!(m, "Failure: {}", f.error);
         let _ = writeln!(m, "  {}", cause_message(&f.cause));
+    }
+    if !c.containment.is_empty() {
+        let _ = writeln!(m);
+        m.push_str(&containment::render(&c.containment));
     }
 
     let (changed, unchanged): (Vec<&Action>, Vec<&Action>) = c
@@ -525,12 +546,19 @@ fn message(
 }
 
 /// A Lambda failure's Cause is the JSON `{"errorType", "errorMessage"}`; show the message.
+pub(crate) fn cause_text(cause: &str) -> String {
+    cause_message(cause)
+}
+
 fn cause_message(cause: &str) -> String {
     serde_json::from_str::<Value>(cause)
         .ok()
         .and_then(|v| v["errorMessage"].as_str().map(str::to_owned))
         .unwrap_or_else(|| cause.to_owned())
 }
+
+pub mod containment;
+pub mod failure;
 
 #[cfg(test)]
 mod tests;
