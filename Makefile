@@ -102,6 +102,10 @@ cdk-test: venv cdk-deps ## CDK tests (template assertions, cdk-nag) and cfn-lint
 	cd cdk && npm test
 	cd cdk && CFN_LINT=$(VENV)/bin/cfn-lint npm run -s lint:cfn
 
+.PHONY: policy-lint
+policy-lint: venv local-template ## Lint every policy of the synthesized template with parliament (acknowledgements: integration-tests/local_aws/policy_lint_acknowledgements.json)
+	cd integration-tests && CORDON_TEMPLATE=$(LOCAL_TEMPLATE) $(VPY) -m local_aws.policy_lint
+
 .PHONY: synth
 synth: cdk-deps ## Write the CloudFormation template to cdk/cdk.out (placeholder function code)
 	cd cdk && npm run -s synth
@@ -122,7 +126,7 @@ scripts-test: venv ## shellcheck the collection scripts and run linux.sh for rea
 	PATH="$(VENV)/bin:$$PATH" bash steps/ssm-collect/scripts/test_linux.sh
 
 .PHONY: test
-test: lint unit asl scripts-test cdk-test integration ## Everything CI runs: lint, unit tests, ASL and CDK checks, scenarios on the local stack
+test: lint unit asl scripts-test cdk-test policy-lint integration ## Everything CI runs: lint, unit tests, ASL, CDK and policy checks, scenarios on the local stack (with the action-coverage check)
 
 .PHONY: clean
 clean: local-down ## Remove build output, the virtualenv and local stack state

@@ -3,6 +3,12 @@
 ``stack`` runs ``python -m local_aws up`` into a temporary state directory (binaries from
 ``CORDON_BIN_DIR``, required) and ``down`` at the end. Set ``CORDON_STACK_STATE_DIR`` to the state
 directory of a stack you already started to reuse it instead (it is then left running).
+
+Every test that uses the stack runs under its test id as the stack's current scenario
+(``POST /_cordon/scenario``), so each AWS call in the stack's journal names the test that caused it.
+When the session ends, the action-coverage check (``local_aws.coverage``) reads the journal of the
+calls made during the session: a call that the caller's role in the synthesized template does not
+allow fails the session (exit status 1), with the function, the action and the scenario.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ sys.path.insert(0, str(HERE))
 
 from local_aws import envfile  # noqa: E402
 from local_aws import seed as seed_module  # noqa: E402
+from local_aws.journal import FILE_NAME as JOURNAL_FILE  # noqa: E402
 
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
@@ -166,7 +173,9 @@ def sha256(data: bytes) -> str:
 def stack(tmp_path_factory) -> Stack:
     reuse = os.environ.get("CORDON_STACK_STATE_DIR")
     if reuse:
-        yield Stack(Path(reuse))
+        stack = Stack(Path(reuse))
+        _COVERAGE.update(journal=stack.state_dir / JOURNAL_FILE, since=stack.last_request_seq())
+        yield stack
         return
     bin_dir = os.environ.get("CORDON_BIN_DIR")
     if not bin_dir:
@@ -183,6 +192,7 @@ def stack(tmp_path_factory) -> Stack:
     )
     if up.returncode != 0:
         pytest.fail(f"local AWS stack did not start:\n{up.stdout}\n{up.stderr}")
+    _COVERAGE.update(journal=state_dir / JOURNAL_FILE, since=0)
     try:
         yield Stack(state_dir)
     finally:
@@ -193,3 +203,46 @@ def stack(tmp_path_factory) -> Stack:
             text=True,
             timeout=60,
         )
+
+
+# ------------------------------------------------------------------ scenarios and action coverage
+
+_COVERAGE: dict = {}  # journal: Path, since: int (seq), result: coverage.Result
+
+
+@pytest.fixture(autouse=True)
+def _scenario(request):
+    """Tells the stack which test is running, for the tests that use it."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    stack = request.getfixturevalue("stack")
+    stack.control("/scenario", {"scenario": request.node.nodeid})
+    yield
+    stack.control("/scenario", {"scenario": None})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Runs the action-coverage check over the session's calls; a finding fails the session."""
+    journal = _COVERAGE.get("journal")
+    if journal is None or not journal.is_file():
+        return
+    from local_aws.coverage import check
+    from local_aws.journal import read
+    from local_aws.template import Template
+
+    entries = [e for e in read(journal) if (e.get("seq") or 0) > _COVERAGE["since"]]
+    result = check(entries, Template.load())
+    _COVERAGE["result"] = result
+    (journal.parent / "coverage.txt").write_text(result.render())
+    if not result.ok and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    result = _COVERAGE.get("result")
+    if result is None:
+        return
+    terminalreporter.section("action coverage (local_aws.coverage)", red=not result.ok, green=result.ok)
+    terminalreporter.write(result.render())
+    terminalreporter.write(f"journal: {_COVERAGE['journal']}\n")

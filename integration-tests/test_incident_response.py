@@ -341,3 +341,35 @@ def test_bad_input_is_rejected_with_a_notification_and_writes_nothing(stack, bad
     assert mutating_ec2_calls(stack, since) == []
     rejected = [m for m in stack.notifications() if m["Subject"].endswith("REQUEST REJECTED")]
     assert len(rejected) == 1
+
+
+def test_an_isolation_group_opened_since_an_earlier_response_is_emptied_again(stack):
+    """The VPC's isolation group exists already (an earlier response made it) and someone has since
+    added an ingress rule to it: quarantine revokes that rule before any interface is moved in.
+    Locally this passes whatever the role allows; the action-coverage check at the end of the
+    session is what holds the quarantine role to ec2:RevokeSecurityGroupIngress."""
+    inst = stack.seed_instance(name="iso-opened", ssm=False)
+    vpc = stack.ec2.describe_instances(InstanceIds=[inst.instance_id])["Reservations"][0]["Instances"][0]["VpcId"]
+    groups = stack.ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["cordon-isolation"]}]
+    )["SecurityGroups"]
+    if groups:
+        iso = groups[0]["GroupId"]
+    else:  # made as quarantine makes it: named, tagged in the creating call
+        iso = stack.ec2.create_security_group(
+            GroupName="cordon-isolation", Description="Cordon isolation: no rules; quarantined instances only", VpcId=vpc,
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": "cordon:role", "Value": "isolation"}]}],
+        )["GroupId"]
+    stack.ec2.authorize_security_group_ingress(
+        GroupId=iso, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    )
+    assert stack.ec2.describe_security_groups(GroupIds=[iso])["SecurityGroups"][0]["IpPermissions"], "starts open"
+    since = stack.last_request_seq()
+    incident = incident_id()
+
+    desc, _ = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident)
+
+    assert desc["status"] == "SUCCEEDED", desc
+    assert_contained(stack, inst, incident, ssm_collected=False)  # the isolation group has no rules again
+    revokes = stack.requests(service="ec2", action="RevokeSecurityGroupIngress", since=since)
+    assert [r["principal"] for r in revokes] == ["function:cordon-quarantine"], revokes

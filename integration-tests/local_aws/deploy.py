@@ -7,10 +7,13 @@ client's calls):
   1 day (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock.html);
 - SNS topic ``cordon-notifications`` with the SQS queue ``cordon-notifications-tap`` subscribed
   (the test's window on notifications; envelope delivery, RawMessageDelivery false);
-- IAM: ``cordon-forensic`` role + instance profile (the reduced-privilege profile quarantine swaps
-  in), ``cordon-steps`` (the functions' execution role), ``cordon-statemachine``;
+- IAM: every role and instance profile of the synthesized template, with the template's policies
+  (``iam_roles``): one role per function, the forensic role and its instance profile (named
+  ``cordon-forensic`` here), the state machine's role, the API and rule roles;
 - the 8 functions ``cordon-<step>`` (``provided.al2023``, handler ``bootstrap``; the code zip is a
-  placeholder, ``runtime_api`` runs ``<bin-dir>/<function name>``);
+  placeholder, ``runtime_api`` runs ``<bin-dir>/<function name>``), each with its template role,
+  timeout, memory and resolved ``Environment`` (plus ``--extra-env``), and credentials of its own
+  (``principals``), so the request log names the function behind every call;
 - the state machine ``cordon-incident-response`` from ``statemachine.asl.json``, with ``${Name}``
   placeholders replaced by plain text substitution, exactly as CloudFormation's
   ``DefinitionSubstitutions`` does
@@ -30,6 +33,8 @@ from pathlib import Path
 import boto3
 
 from . import ACCESS_KEY, REGION, SECRET_KEY
+from .iam_roles import create_instance_profiles, create_roles, put_role_policies
+from .principals import REGISTRY, STATES_INTERPRETER_KEY, Principal
 from .template import STEP_CONSTRUCTS, Template
 
 BUCKET = "cordon-evidence-local"
@@ -77,15 +82,6 @@ class Deployment:
         return asdict(self)
 
 
-def _trust(service: str) -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
-        }
-    )
-
-
 def _placeholder_zip() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -128,41 +124,43 @@ def deploy(
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "false"})
 
-    iam.create_role(
-        RoleName=FORENSIC_PROFILE,
-        AssumeRolePolicyDocument=_trust("ec2.amazonaws.com"),
-        Description="Reduced-privilege role for a quarantined instance",
-    )
-    profile = iam.create_instance_profile(InstanceProfileName=FORENSIC_PROFILE)["InstanceProfile"]
-    iam.add_role_to_instance_profile(InstanceProfileName=FORENSIC_PROFILE, RoleName=FORENSIC_PROFILE)
-    steps_role = iam.create_role(RoleName="cordon-steps", AssumeRolePolicyDocument=_trust("lambda.amazonaws.com"))[
-        "Role"
-    ]["Arn"]
-    sm_role = iam.create_role(RoleName="cordon-statemachine", AssumeRolePolicyDocument=_trust("states.amazonaws.com"))[
-        "Role"
-    ]["Arn"]
+    # The roles, their instance profiles and the functions come from the synthesized template: what
+    # they refer to is recorded first, the policies are put once everything exists (as
+    # CloudFormation orders creation by reference).
+    t = template
+    t.set_physical(t.by_path("EvidenceBucket/Resource"), BUCKET, Arn=f"arn:aws:s3:::{BUCKET}")
+    t.set_physical(t.by_path("Topic/Resource"), topic_arn, TopicName=topic_arn.rsplit(":", 1)[-1])
+    role_arns = create_roles(iam, t)
+    for role_id, role_arn in role_arns.items():
+        REGISTRY.register_role(role_id, role_arn)
+    forensic_id = t.by_path("ForensicInstanceProfile/Resource")
+    profile = create_instance_profiles(iam, t, {forensic_id: FORENSIC_PROFILE})[forensic_id]
 
-    env = {
-        "EVIDENCE_BUCKET": BUCKET,
-        "TOPIC_ARN": topic_arn,
-        "FORENSIC_INSTANCE_PROFILE_ARN": profile["Arn"],
-        "FORENSIC_INSTANCE_PROFILE_NAME": FORENSIC_PROFILE,
-        **(extra_env or {}),
-    }
     code = _placeholder_zip()
     function_arns = {}
     for step in STEPS:
+        name = f"cordon-{step}"
+        props = t.resources[t.function_id(step)]["Properties"]
+        role_id = t.role_of_function(step)
+        REGISTRY.register_function(name, role_id)
         fn = lam.create_function(
-            FunctionName=f"cordon-{step}",
-            Runtime="provided.al2023",
-            Handler="bootstrap",
-            Role=steps_role,
+            FunctionName=name,
+            Runtime=props["Runtime"],
+            Handler=props["Handler"],
+            Role=role_arns[role_id],
             Code={"ZipFile": code},
-            Timeout=60,
-            MemorySize=256,
-            Environment={"Variables": env},
+            Timeout=int(props.get("Timeout", 3)),
+            MemorySize=int(props.get("MemorySize", 128)),
+            Environment={"Variables": {**t.resolve(props.get("Environment", {}).get("Variables", {})), **(extra_env or {})}},
         )
         function_arns[step] = fn["FunctionArn"]
+        t.set_physical(t.function_id(step), name, Arn=fn["FunctionArn"])
+    sm_props = t.resources[t.by_path("StateMachine/Resource")]["Properties"]
+    sm_role = t.resolve(sm_props["RoleArn"])
+    sm_role_id = sm_props["RoleArn"]["Fn::GetAtt"][0]
+    # moto's Step Functions interpreter signs its service calls with this key: they are the state
+    # machine role's calls (principals.py).
+    REGISTRY.register(STATES_INTERPRETER_KEY, Principal("state-machine", STATE_MACHINE, sm_role_id))
 
     substitutions = {FUNCTION_PLACEHOLDERS[s]: arn for s, arn in function_arns.items()}
     substitutions.update(LOCAL_SETTINGS)
@@ -175,6 +173,7 @@ def deploy(
     ]
 
     _record_physical(template, BUCKET, topic_arn, profile, function_arns, sm_arn)
+    put_role_policies(iam, template)
     return Deployment(
         state_machine_arn=sm_arn,
         bucket=BUCKET,

@@ -14,8 +14,10 @@ on 127.0.0.1 exactly as a ``provided.al2023`` custom runtime does in Lambda:
 
 Environment variables are those Lambda defines for a custom runtime
 (https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime)
-plus the function's own ``Environment.Variables`` from CreateFunction, credentials ``test``, and
-``AWS_ENDPOINT_URL`` pointing the SDK at this stack.
+plus the function's own ``Environment.Variables`` from CreateFunction, credentials of the function's
+own (``principals``: Lambda hands the runtime its execution role's temporary credentials, here one
+access key per function so the request log can name the caller), and ``AWS_ENDPOINT_URL``
+pointing the SDK at this stack.
 
 Each environment handles one invocation at a time (Lambda's concurrency model,
 https://docs.aws.amazon.com/lambda/latest/dg/lambda-concurrency.html); a busy pool grows up to
@@ -52,7 +54,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import ACCESS_KEY, SECRET_KEY
+from .principals import REGISTRY
 
 LOG = logging.getLogger("local_aws.lambda")
 
@@ -150,8 +152,8 @@ class ExecutionEnvironment:
             "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/", now) + f"[$LATEST]{self.id}",
             "AWS_REGION": spec.region,
             "AWS_DEFAULT_REGION": spec.region,
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN: this function's own.
+            **REGISTRY.register_function(spec.name),
             "AWS_ENDPOINT_URL": endpoint,
             "S3_FORCE_PATH_STYLE": "true",
             # Lambda has no ~/.aws files and no instance metadata service: keep the SDK off both.

@@ -13,6 +13,8 @@ moto configuration (``moto.core.config.default_user_config``), set before the fi
   ``MOTO_PORT`` is set to our port before anything can start an execution.
 - ``lambda.use_docker = false``: moto's Docker-less Lambda backend, whose ``invoke`` the
   ``runtime_api`` module replaces with one that runs the real step binaries.
+- ``iam.load_aws_managed_policies``: moto's copy of the AWS managed policies, so that a template
+  role's ``ManagedPolicyArns`` (AmazonSSMManagedInstanceCore) can be attached as on AWS.
 
 Every request is recorded (service, action, status, time) for tests and the demo. Control endpoints
 share the port under ``/_cordon``:
@@ -20,6 +22,9 @@ share the port under ``/_cordon``:
 - ``GET /_cordon/health``
 - ``GET /_cordon/requests[?service=&action=&since=]``, ``DELETE /_cordon/requests``
 - ``GET|POST|DELETE /_cordon/faults`` (see ``faults``)
+- ``GET|POST /_cordon/scenario`` ``{"scenario": "<test id>"|null}``: the scenario that each request
+  is logged under (the tests' autouse fixture sets it); every request also carries its caller
+  (``journal.attribute``) and is appended to the run's journal (``journal``)
 - the shims' own endpoints (see ``shims``, ``ssm_run_command``, ``runtime_api``)
 """
 
@@ -39,6 +44,7 @@ from typing import Any, Protocol
 from werkzeug.serving import make_server
 
 from .faults import FaultInjector
+from .journal import Journal, attribute
 from .wire import AwsRequest, Response, read_request
 
 LOG = logging.getLogger("local_aws")
@@ -74,6 +80,7 @@ def configure_moto() -> None:
 
     default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
     default_user_config.setdefault("lambda", {})["use_docker"] = False
+    default_user_config.setdefault("iam", {})["load_aws_managed_policies"] = True
 
 
 def _brief(req: AwsRequest) -> Any:
@@ -121,6 +128,8 @@ class CordonMiddleware:
         self.faults = FaultInjector()
         self.log = RequestLog()
         self.shims: list[Shim] = []
+        self.journal = Journal()  # serve() points it at <state-dir>/requests.jsonl
+        self.scenario: str | None = None
         self.routes: dict[tuple[str, str], ControlHandler] = {
             ("GET", "/_cordon/health"): lambda body, q: (200, {"ok": True, "shims": [s.name for s in self.shims]}),
             ("GET", "/_cordon/requests"): self._get_requests,
@@ -128,6 +137,8 @@ class CordonMiddleware:
             ("GET", "/_cordon/faults"): lambda body, q: (200, {"rules": self.faults.rules()}),
             ("POST", "/_cordon/faults"): self._post_fault,
             ("DELETE", "/_cordon/faults"): lambda body, q: (200, self.faults.clear() or {"cleared": True}),
+            ("GET", "/_cordon/scenario"): lambda body, q: (200, {"scenario": self.scenario}),
+            ("POST", "/_cordon/scenario"): self._post_scenario,
         }
 
     def add_shim(self, shim: Shim) -> None:
@@ -144,6 +155,13 @@ class CordonMiddleware:
         service = q.get("service", [None])[0]
         action = q.get("action", [None])[0]
         return 200, {"requests": self.log.query(service, action, since)}
+
+    def _post_scenario(self, body: Any, q: dict) -> tuple[int, Any]:
+        scenario = body.get("scenario") if isinstance(body, dict) else None
+        if scenario is not None and not isinstance(scenario, str):
+            raise ControlError(400, 'a JSON body {"scenario": "<test id>" | null} is required')
+        self.scenario = scenario
+        return 200, {"scenario": scenario}
 
     def _post_fault(self, body: Any, q: dict) -> tuple[int, Any]:
         specs = body if isinstance(body, list) else [body]
@@ -198,6 +216,8 @@ class CordonMiddleware:
             "user_agent": req.headers.get("user-agent", "")[:160],
             "fault": None,
             "shim": None,
+            "scenario": self.scenario,
+            **attribute(req),
         }
         answer: Response | None = None
         injected = self.faults.answer(req)
@@ -242,6 +262,7 @@ class CordonMiddleware:
         entry["status"] = status
         entry["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
         self.log.add(entry)
+        self.journal.append(entry)
         tag = f" [fault {entry['fault']}]" if entry["fault"] else f" [shim {entry['shim']}]" if entry["shim"] else ""
         LOG.info("%s %s %s %.0fms%s", entry["service"], entry["action"], status, entry["duration_ms"], tag)
 

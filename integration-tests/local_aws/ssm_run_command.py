@@ -19,7 +19,11 @@ What this shim does (https://docs.aws.amazon.com/systems-manager/latest/APIRefer
 - With ``OutputS3BucketName``, stdout and stderr (when not empty) are written in full to
   ``<OutputS3KeyPrefix>/<CommandId>/<InstanceId>/awsrunShellScript/0.awsrunShellScript/{stdout,stderr}``,
   the agent's layout (https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-rc-setting-up-cmdsys.html),
-  through the local S3 endpoint, before the invocation reports its final status.
+  through the local S3 endpoint, before the invocation reports its final status. The agent writes
+  them with the instance's own credentials, those of its instance profile's role
+  (https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-instance-permissions.html):
+  the shim signs the uploads with the credentials of the role of the profile associated with the
+  instance at that moment (``principals``), so they are logged as the forensic role's calls.
   ``StandardOutputUrl``/``StandardErrorUrl`` are path-style URLs of the local endpoint.
 - ``GetCommandInvocation`` reports ``Pending`` on the first poll, ``InProgress`` on the second (and
   as long as the script runs), then ``Success``, ``Failed`` (exit code != 0, ``ResponseCode`` = exit
@@ -51,7 +55,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, UTC
 from typing import Any
 
-from . import ACCESS_KEY, SECRET_KEY
+from .principals import REGISTRY, credentials_for
 from .server import ControlError
 from .shims import ManagedNodes
 from .wire import AwsRequest, Response, aws_error, epoch, json_response
@@ -111,11 +115,12 @@ class Command:
     parameters: dict[str, list[str]]
     bucket: str
     prefix: str
-    region: str
+    region: str  # the output bucket's region
     timeout_seconds: int
     execution_timeout: int
     requested: float = field(default_factory=time.time)
     invocations: dict[str, Invocation] = field(default_factory=dict)
+    node_region: str = "us-east-1"  # the managed nodes' region (the request's)
 
 
 class SsmRunCommandShim:
@@ -191,6 +196,7 @@ class SsmRunCommandShim:
             region=p.get("OutputS3Region") or req.region,
             timeout_seconds=timeout_seconds,
             execution_timeout=execution_timeout,
+            node_region=req.region,
         )
         with self.lock:
             for instance_id in instance_ids:
@@ -297,12 +303,14 @@ class SsmRunCommandShim:
             return ""
         import boto3
 
+        creds = instance_credentials(inv.instance_id, inv.command.node_region)
         s3 = boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             region_name=inv.command.region,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
+            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=creds["AWS_SESSION_TOKEN"],
         )
         for stream, text in (("stdout", stdout), ("stderr", stderr)):
             if not text:
@@ -556,6 +564,21 @@ class SsmRunCommandShim:
                 for inv in cmd.invocations.values():
                     if inv.proc and inv.proc.poll() is None:
                         _kill_group(inv.proc)
+
+
+def instance_credentials(instance_id: str, region: str) -> dict[str, str]:
+    """What the instance's SDKs get from its metadata service: credentials of the role of the
+    instance profile associated now (https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use_switch-role-ec2.html).
+    Without a profile (removed before the command ended) the upload is still made here, under an
+    identity that names no principal, so it stays outside the action-coverage check."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+
+    assoc = ec2_backends[DEFAULT_ACCOUNT_ID][region].iam_instance_profile_associations.get(instance_id)
+    roles = list(getattr(assoc.iam_instance_profile, "roles", []) or []) if assoc else []
+    if roles:
+        return REGISTRY.credentials_of_role_arn(roles[0].arn)
+    return credentials_for("instance-without-profile", instance_id)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -1,0 +1,82 @@
+"""The local stack deploys the template's roles and runs every caller under its own identity, so the
+request log (and the action-coverage check) knows which role made each call."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from local_aws.template import STEP_CONSTRUCTS, Template
+
+
+def template() -> Template:
+    return Template.load()
+
+
+def test_each_function_runs_under_its_template_role_with_the_template_policies(stack):
+    t = template()
+    lam = stack.client("lambda")
+    for step in STEP_CONSTRUCTS:
+        role_arn = lam.get_function_configuration(FunctionName=f"cordon-{step}")["Role"]
+        role_id = t.role_of_function(step)
+        assert role_arn.endswith(f":role/cordon/Cordon-{role_id}"), (step, role_arn)
+        name = role_arn.rsplit("/", 1)[-1]
+        [inline] = t.resources[role_id]["Properties"]["Policies"]
+        doc = stack.iam.get_role_policy(RoleName=name, PolicyName=inline["PolicyName"])["PolicyDocument"]
+        doc = json.loads(doc) if isinstance(doc, str) else doc
+        assert [s.get("Sid") for s in doc["Statement"]] == [s.get("Sid") for s in inline["PolicyDocument"]["Statement"]]
+    forensic = t.by_path("ForensicRole/Resource")
+    attached = stack.iam.list_attached_role_policies(RoleName=f"Cordon-{forensic}")["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+
+
+def test_every_call_of_a_response_is_logged_with_the_function_and_role_that_made_it(stack):
+    t = template()
+    inst = stack.seed_instance(name="who-called", ssm=False)
+    since = stack.last_request_seq()
+    incident = f"IR-{uuid.uuid4().hex[:10]}"
+    desc, _ = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident)
+    assert desc["status"] == "SUCCEEDED", desc
+    reqs = stack.requests(since=since)
+    by_principal = {}
+    for r in reqs:
+        by_principal.setdefault(r["principal"], set()).add(r["role"])
+    for step in ("metadata", "screenshot", "snapshot", "termprotect", "quarantine", "notify"):
+        assert by_principal.get(f"function:cordon-{step}") == {t.role_of_function(step)}, (step, by_principal.keys())
+    # moto's Step Functions interpreter invokes the functions: as the state machine's role.
+    invokes = [r for r in reqs if r["service"] == "lambda" and r["action"] == "Invoke"]
+    sm_role = t.resources[t.by_path("StateMachine/Resource")]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    assert invokes and {(r["principal"], r["role"]) for r in invokes} == {("state-machine:cordon-incident-response", sm_role)}
+    assert {tuple(r["iam_actions"]) for r in invokes} == {("lambda:InvokeFunction",)}
+    # Each request also names the scenario it was made in.
+    assert {r["scenario"] for r in reqs if r["principal"]} == {
+        "test_local_aws_principals.py::test_every_call_of_a_response_is_logged_with_the_function_and_role_that_made_it"
+    }
+
+
+def test_collection_output_is_uploaded_with_the_credentials_of_the_instance_profile_role(stack):
+    t = template()
+    inst = stack.seed_instance(name="upload-as", ssm=True, instance_profile=False)
+    stack.ec2.associate_iam_instance_profile(
+        InstanceId=inst.instance_id, IamInstanceProfile={"Arn": stack.seed["deployment"]["forensic_profile_arn"]}
+    )
+    since = stack.last_request_seq()
+    command = stack.ssm.send_command(
+        InstanceIds=[inst.instance_id],
+        DocumentName="AWS-RunShellScript",
+        Parameters={"commands": ["echo collected"]},
+        OutputS3BucketName=stack.bucket,
+        OutputS3KeyPrefix=f"principal-test/{uuid.uuid4().hex[:8]}",
+    )["Command"]["CommandId"]
+    deadline = time.monotonic() + 30
+    while True:
+        status = stack.ssm.get_command_invocation(CommandId=command, InstanceId=inst.instance_id)["Status"]
+        if status not in ("Pending", "InProgress", "Delayed"):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+    assert status == "Success"
+    puts = stack.requests(service="s3", action="PutObject", since=since)
+    forensic = t.by_path("ForensicRole/Resource")
+    assert [(r["principal"], r["role"]) for r in puts] == [(f"role:{forensic}", forensic)], puts
