@@ -426,11 +426,12 @@ export const STEPS: readonly StepDefinition[] = [
         actions: [
           'ec2:AuthorizeSecurityGroupIngress',
           'ec2:AuthorizeSecurityGroupEgress',
+          'ec2:RevokeSecurityGroupIngress',
           'ec2:RevokeSecurityGroupEgress',
         ],
         resources: [arn.securityGroups],
         conditions: { Null: { [`aws:ResourceTag/${ROLE_TAG}`]: 'false' } },
-        why: `set the isolation group rules (remove the default allow-all egress); only groups carrying ${ROLE_TAG}, so no other group of the account can be opened`,
+        why: `set the Cordon groups' rules: remove the default allow-all egress, and any rule that an existing isolation group has gained since it was made (RevokeSecurityGroupIngress/Egress), open the flush group; only groups carrying ${ROLE_TAG}, so no other group of the account can be opened or emptied`,
       },
       {
         sid: 'MoveInterfaces',
