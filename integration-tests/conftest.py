@@ -207,7 +207,14 @@ def stack(tmp_path_factory) -> Stack:
 
 # ------------------------------------------------------------------ scenarios and action coverage
 
-_COVERAGE: dict = {}  # journal: Path, since: int (seq), result: coverage.Result
+_COVERAGE: dict = {}  # journal: Path, since: int (seq), basetemp: Path, result: coverage.Result
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_basetemp(tmp_path_factory):
+    """Stacks that tests start for themselves (the README walkthrough) keep their journals under the
+    session's base temporary directory: the check reads those too."""
+    _COVERAGE["basetemp"] = tmp_path_factory.getbasetemp()
 
 
 @pytest.fixture(autouse=True)
@@ -223,18 +230,30 @@ def _scenario(request):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Runs the action-coverage check over the session's calls; a finding fails the session."""
-    journal = _COVERAGE.get("journal")
-    if journal is None or not journal.is_file():
-        return
+    """Runs the action-coverage check over the session's calls (every stack the session started,
+    and the calls a reused stack answered during the session); a finding fails the session."""
     from local_aws.coverage import check
     from local_aws.journal import read
     from local_aws.template import Template
 
-    entries = [e for e in read(journal) if (e.get("seq") or 0) > _COVERAGE["since"]]
+    journal = _COVERAGE.get("journal")
+    basetemp = _COVERAGE.get("basetemp")
+    journals = sorted(basetemp.rglob(JOURNAL_FILE)) if basetemp and basetemp.is_dir() else []
+    if journal is not None and journal.is_file() and journal not in journals:
+        journals.append(journal)
+    if not journals:
+        return
+    entries = []
+    for path in journals:
+        since = _COVERAGE.get("since", 0) if path == journal else 0
+        for e in read(path):
+            if (e.get("seq") or 0) > since:
+                e["scenario"] = e.get("scenario") or f"(stack {path.parent.name}, no scenario set)"
+                entries.append(e)
     result = check(entries, Template.load())
     _COVERAGE["result"] = result
-    (journal.parent / "coverage.txt").write_text(result.render())
+    _COVERAGE["journals"] = journals
+    (journal if journal in journals else journals[0]).parent.joinpath("coverage.txt").write_text(result.render())
     if not result.ok and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -245,4 +264,4 @@ def pytest_terminal_summary(terminalreporter):
         return
     terminalreporter.section("action coverage (local_aws.coverage)", red=not result.ok, green=result.ok)
     terminalreporter.write(result.render())
-    terminalreporter.write(f"journal: {_COVERAGE['journal']}\n")
+    terminalreporter.write("".join(f"journal: {j}\n" for j in _COVERAGE["journals"]))
