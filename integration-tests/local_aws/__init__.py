@@ -14,6 +14,12 @@ that answer in the real API's wire format, never in the step code:
 - ``strict``       where moto is kinder than AWS: ELBv2 draining, shutdown behaviour, Spot
                    termination protection, DetachInstances lifecycle states
 - ``deploy``       the Cordon stack: bucket, topic, roles, the 8 functions, the state machine
+- ``iam_roles``    the template's roles, instance profiles and policies, created in moto
+- ``principals``   one set of credentials per function and per role; who signed a request
+- ``journal``      every request of the run with its caller, IAM actions and scenario (``requests.jsonl``)
+- ``coverage``     action coverage: every call allowed by its caller's role in the template
+                   (``iam_actions``: operation -> IAM actions; ``iam_policies``: IAM matching)
+- ``policy_lint``  parliament over every policy of the template, with written acknowledgements
 - ``seed``         a realistic compromised-instance environment
 - ``apigateway``   the template's SecurityResponse REST API served on loopback (``vtl``: its
                    mapping-template language; ``envfile``: the ``export NAME=value`` env file)
