@@ -28,6 +28,8 @@ pub const ERROR_NAMES: &[&str] = &[
     "ContainmentNotVerified",
     "NotImplemented",
     "Misconfigured",
+    "ProfileReassociated",
+    "CredentialsNotRevoked",
 ];
 
 /// How an AWS error is routed by the state machine.
@@ -89,6 +91,17 @@ pub enum StepError {
     /// The step exists but its behaviour has not been built yet.
     #[error("the {0} step is not implemented yet")]
     NotImplemented(&'static str),
+
+    /// An instance profile other than Cordon's forensic one was associated with the instance
+    /// after "Remove instance profile" ran: someone (or something) re-attached credentials. A
+    /// containment failure, never a collection gap; the message says what was removed and revoked.
+    #[error("instance profile re-associated: {0}")]
+    ProfileReassociated(String),
+
+    /// The credentials already issued to the instance profile's role could not be revoked (the
+    /// role's inline policies leave no room even for role-wide revocation): a containment failure.
+    #[error("credentials not revoked: {0}")]
+    CredentialsNotRevoked(String),
 }
 
 impl StepError {
@@ -108,6 +121,8 @@ impl StepError {
             StepError::ContainmentNotVerified(_) => "ContainmentNotVerified",
             StepError::NotImplemented(_) => "NotImplemented",
             StepError::Config(_) => "Misconfigured",
+            StepError::ProfileReassociated(_) => "ProfileReassociated",
+            StepError::CredentialsNotRevoked(_) => "CredentialsNotRevoked",
         }
     }
 
@@ -287,6 +302,8 @@ mod tests {
             StepError::ContainmentNotVerified("x".into()),
             StepError::NotImplemented("x"),
             StepError::Config("x".into()),
+            StepError::ProfileReassociated("x".into()),
+            StepError::CredentialsNotRevoked("x".into()),
         ];
         for e in errors {
             assert!(ERROR_NAMES.contains(&e.name()), "{} missing", e.name());

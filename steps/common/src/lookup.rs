@@ -1,6 +1,7 @@
 //! Read-only AWS look-ups that more than one step needs. Nothing here changes anything.
 
 use aws_sdk_ec2::types::{Filter, Instance};
+use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StepError;
@@ -52,6 +53,25 @@ pub async fn auto_scaling_group(
     autoscaling: &aws_sdk_autoscaling::Client,
     instance_id: &str,
 ) -> Result<Option<String>, StepError> {
+    Ok(auto_scaling_membership(autoscaling, instance_id)
+        .await?
+        .map(|m| m.group))
+}
+
+/// The instance's Auto Scaling group and its lifecycle state in it (`InService`, `Standby`,
+/// `Terminating:Wait`, ...: the `LifecycleState` of
+/// <https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_AutoScalingInstanceDetails.html>).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoScalingMembership {
+    pub group: String,
+    pub lifecycle_state: Option<String>,
+}
+
+/// DescribeAutoScalingInstances for one instance; `None` when it is in no group.
+pub async fn auto_scaling_membership(
+    autoscaling: &aws_sdk_autoscaling::Client,
+    instance_id: &str,
+) -> Result<Option<AutoScalingMembership>, StepError> {
     let out = autoscaling
         .describe_auto_scaling_instances()
         .instance_ids(instance_id)
@@ -62,8 +82,12 @@ pub async fn auto_scaling_group(
         .auto_scaling_instances()
         .iter()
         .find(|i| i.instance_id() == Some(instance_id))
-        .and_then(|i| i.auto_scaling_group_name())
-        .map(str::to_owned))
+        .and_then(|i| {
+            Some(AutoScalingMembership {
+                group: i.auto_scaling_group_name()?.to_owned(),
+                lifecycle_state: i.lifecycle_state().map(str::to_owned),
+            })
+        }))
 }
 
 /// One registration of the instance in an ELBv2 target group.
@@ -71,6 +95,29 @@ pub async fn auto_scaling_group(
 pub struct TargetRegistration {
     pub target_group_arn: String,
     pub port: Option<i32>,
+    /// `TargetHealth.State` as DescribeTargetHealth reports it: `healthy`, `draining`, `unused`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+impl TargetRegistration {
+    /// Deregistration has started: after DeregisterTargets ELBv2 lists the target as `draining`
+    /// (reason `Target.DeregistrationInProgress`) for the target group's deregistration delay,
+    /// 300 s by default, and only then stops listing it
+    /// (<https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-target-group-attributes.html#deregistration-delay>,
+    /// <https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_TargetHealth.html>).
+    /// No new requests are routed to it.
+    pub fn is_deregistering(&self) -> bool {
+        self.state.as_deref() == Some(TargetHealthStateEnum::Draining.as_str())
+    }
+
+    /// The load balancer sends this target no new traffic: `draining` (above) or `unused` (not
+    /// registered, a group no load balancer uses, a stopped instance: the `unused` reason codes
+    /// of API_TargetHealth). `unhealthy.draining` is not: that target stays registered.
+    pub fn is_out_of_service(&self) -> bool {
+        self.is_deregistering()
+            || self.state.as_deref() == Some(TargetHealthStateEnum::Unused.as_str())
+    }
 }
 
 /// Every instance-type target group in the VPC that has this instance registered. ELBv2 has no
@@ -118,6 +165,10 @@ pub async fn target_registrations(
                 registrations.push(TargetRegistration {
                     target_group_arn: arn.clone(),
                     port: target.port(),
+                    state: d
+                        .target_health()
+                        .and_then(|h| h.state())
+                        .map(|s| s.as_str().to_owned()),
                 });
             }
         }

@@ -3,28 +3,42 @@
 //!   credentials already issued to the instance, because removing a profile does not invalidate
 //!   them: they stay valid until they expire
 //!   (<https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use_revoke-sessions.html>).
-//!   `revoke_sessions = instance` (default) puts an inline deny-all policy on the profile's role,
-//!   conditioned on `ec2:SourceInstanceARN` = this instance, so other instances sharing the role
-//!   keep working (<https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-ec2-sourceinstancearn>);
-//!   `role` denies every session of the role issued before now (`aws:TokenIssueTime`), what the
-//!   console's "Revoke active sessions" does; `none` leaves them.
+//!   The revocation is Cordon's one inline policy per role, `cordon-revoke` (see [`revoke`]):
+//!   `revoke_sessions = instance` (default) lists this instance's ARN under
+//!   `ec2:SourceInstanceARN`, so other instances sharing the role keep working; `role` denies every
+//!   session of the role issued before now (`aws:TokenIssueTime`), what the console's "Revoke
+//!   active sessions" does; `none` leaves them (a recorded gap). When the role's inline-policy
+//!   quota cannot hold the instance list, the revocation becomes role-wide (a recorded gap); when
+//!   it cannot hold even that, the step fails with `CredentialsNotRevoked`.
 //! - `attach-forensic`: associates the reduced-privilege forensic instance profile and waits until
-//!   the association is `associated`.
-//! - `remove-forensic`: disassociates it again.
+//!   the association is `associated`. Any other profile associated at that point was re-attached
+//!   after "Remove instance profile": `ProfileReassociated`, nothing changed.
+//! - `remove-reassociated`: removes a profile that is neither the forensic one nor absent and
+//!   revokes its role's sessions for this instance, then fails with `ProfileReassociated` (a
+//!   containment failure, saying what was removed; a redrive continues); succeeds when there is
+//!   none.
+//! - `remove-forensic`: disassociates the forensic profile again.
+//! - `disable-metadata`: turns the instance metadata endpoint off
+//!   (`ModifyInstanceMetadataOptions` `HttpEndpoint=disabled`, read back), so that no profile
+//!   associated later can hand credentials to the host; first removes a re-associated profile as
+//!   `remove-reassociated` does, and fails with `ProfileReassociated` if there was one.
 //!
-//! Every action reads the current association first and changes only what differs, so reruns
-//! converge. The role policy names are fixed per instance (or per incident for `role`), so a rerun
-//! finds its own policy instead of adding another.
+//! Every action reads the current state first and changes only what differs, so reruns converge.
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{IamInstanceProfileAssociation, IamInstanceProfileSpecification};
+use aws_sdk_ec2::types::{
+    IamInstanceProfileAssociation, IamInstanceProfileSpecification, Instance,
+    InstanceMetadataEndpointState,
+};
 use cordon_common::incident::RevokeSessions;
-use cordon_common::lookup::filter;
-use cordon_common::timeline::{now, Timeline};
+use cordon_common::lookup::{self, filter};
+use cordon_common::timeline::Timeline;
 use cordon_common::{lambda, Action, Gap, Incident, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+pub mod revoke;
 
 pub const STEP: &str = "detach-profile";
 
@@ -39,6 +53,8 @@ pub struct Config {
     pub region: String,
     pub association_polls: u32,
     pub association_poll_interval: Duration,
+    /// The inline-policy quota of a role ([`revoke::ROLE_POLICY_QUOTA`]).
+    pub role_policy_quota: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +71,12 @@ pub enum Event {
         incident: Value,
     },
     RemoveForensic {
+        incident: Value,
+    },
+    RemoveReassociated {
+        incident: Value,
+    },
+    DisableMetadata {
         incident: Value,
     },
 }
@@ -75,7 +97,12 @@ pub struct Output {
 pub struct Revocation {
     pub role_name: String,
     pub policy_name: String,
+    /// `instance`, or `role` when every older session of the role is denied (asked for, or the
+    /// instance list did not fit the role's quota).
     pub scope: RevokeSessions,
+    /// The `aws:TokenIssueTime` cut-off when sessions are revoked role-wide.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_issued_before: Option<String>,
 }
 
 pub async fn handle(clients: &Clients, config: &Config, event: Value) -> Result<Output, StepError> {
@@ -95,6 +122,12 @@ pub async fn handle(clients: &Clients, config: &Config, event: Value) -> Result<
         }
         Event::RemoveForensic { incident } => {
             remove_forensic(clients, config, &Incident::from_value(incident)?).await
+        }
+        Event::RemoveReassociated { incident } => {
+            remove_reassociated(clients, config, &Incident::from_value(incident)?).await
+        }
+        Event::DisableMetadata { incident } => {
+            disable_metadata(clients, config, &Incident::from_value(incident)?).await
         }
     }
 }
@@ -182,25 +215,44 @@ pub async fn remove(
     }
     let profile_arn = removed.or(pre_incident_profile);
     out.removed_profile_arn = profile_arn.clone();
+    if let Some(profile_arn) = profile_arn {
+        out.revoked = revoke_profile(
+            clients,
+            config,
+            incident,
+            &profile_arn,
+            &mut timeline,
+            &mut out.gaps,
+        )
+        .await?;
+    }
+    out.actions = timeline.into_actions();
+    Ok(out)
+}
 
-    let Some(profile_arn) = profile_arn else {
-        out.actions = timeline.into_actions();
-        return Ok(out); // no profile, no credentials to revoke
-    };
+/// Revokes the credentials that `profile_arn`'s role issued to the instance, as the incident's
+/// `revoke_sessions` asks; `None` when nothing was revoked (a gap says why).
+async fn revoke_profile(
+    clients: &Clients,
+    config: &Config,
+    incident: &Incident,
+    profile_arn: &str,
+    timeline: &mut Timeline,
+    gaps: &mut Vec<Gap>,
+) -> Result<Option<Revocation>, StepError> {
+    const WHAT: &str = "revocation of issued credentials";
     if incident.options.revoke_sessions == RevokeSessions::None {
-        out.gaps.push(Gap::new(
+        gaps.push(Gap::new(
             STEP,
-            "revocation of issued credentials",
+            WHAT,
             "skipped at the responder's request (revoke_sessions = none): credentials issued to the instance stay valid until they expire",
         ));
-        out.actions = timeline.into_actions();
-        return Ok(out);
+        return Ok(None);
     }
-
     let roles = clients
         .iam
         .get_instance_profile()
-        .instance_profile_name(profile_name(&profile_arn)?)
+        .instance_profile_name(profile_name(profile_arn)?)
         .send()
         .await
         .map_err(|e| StepError::aws("GetInstanceProfile", e))?
@@ -208,127 +260,205 @@ pub async fn remove(
         .map(|p| p.roles)
         .unwrap_or_default();
     let Some(role) = roles.first() else {
-        out.gaps.push(Gap::new(
+        // A profile without a role hands out no credentials: nothing was issued.
+        gaps.push(Gap::new(
             STEP,
-            "revocation of issued credentials",
-            format!("{profile_arn} has no role"),
+            WHAT,
+            format!("{profile_arn} has no role, so it issued no credentials"),
         ));
-        out.actions = timeline.into_actions();
-        return Ok(out);
+        return Ok(None);
     };
     let role_name = role.role_name().to_owned();
-    let partition_account = arn_partition_account(&profile_arn)?;
-    let (policy_name, document) = match incident.options.revoke_sessions {
-        RevokeSessions::Role => (
-            format!("cordon-revoke-sessions-{}", incident.incident_id),
-            json!({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Sid": "CordonRevokeOlderSessions",
-                    "Effect": "Deny",
-                    "Action": "*",
-                    "Resource": "*",
-                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": now()}}
-                }]
-            }),
-        ),
-        _ => (
-            format!("cordon-revoke-{id}"),
-            json!({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Sid": "CordonRevokeInstanceCredentials",
-                    "Effect": "Deny",
-                    "Action": "*",
-                    "Resource": "*",
-                    "Condition": {"StringEquals": {"ec2:SourceInstanceARN": format!(
-                        "arn:{}:ec2:{}:{}:instance/{id}", partition_account.0, config.region, partition_account.1
-                    )}}
-                }]
-            }),
-        ),
-    };
-
-    const REVOKE: &str = "revoke issued credentials";
-    let existing = match clients
-        .iam
-        .get_role_policy()
-        .role_name(&role_name)
-        .policy_name(&policy_name)
-        .send()
-        .await
-    {
-        Ok(p) => Some(p.policy_document().to_owned()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_no_such_entity_exception()) =>
-        {
-            None
-        }
-        Err(e) => return Err(StepError::aws("GetRolePolicy", e)),
-    };
-    let target = format!("role/{role_name}");
-    if let Some(existing) = existing {
-        // Already in place (an earlier attempt): keep it; for `role` its cut-off time stays the first one.
-        timeline.record(REVOKE, &target, json!(policy_name), json!(policy_name));
-        tracing::info!(%existing, "revocation policy already present");
-    } else {
-        timeline.intend(REVOKE, &target, &json!(null), &json!(policy_name));
-        let put = clients
-            .iam
-            .put_role_policy()
-            .role_name(&role_name)
-            .policy_name(&policy_name)
-            .policy_document(document.to_string())
-            .send()
-            .await;
-        match put {
-            Ok(_) => {}
-            // A role's inline policies share 10,240 characters
-            // (<https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html>): many
-            // instances of one role under response fill them. Revoking too much is safe, too
-            // little is not: fall back to denying every older session of the role.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_limit_exceeded_exception())
-                    && incident.options.revoke_sessions == RevokeSessions::Instance =>
-            {
-                out.gaps.push(Gap::new(
-                    STEP,
-                    "per-instance credential revocation",
-                    format!("the inline policy quota of role {role_name} is full; every session of the role issued before now was revoked instead"),
-                ));
-                let role_wide = Incident {
-                    options: cordon_common::incident::Options {
-                        revoke_sessions: RevokeSessions::Role,
-                        ..incident.options.clone()
-                    },
-                    ..incident.clone()
-                };
-                let mut fallback =
-                    Box::pin(remove(clients, config, &role_wide, Some(profile_arn))).await?;
-                let mut actions = timeline.into_actions();
-                actions.append(&mut fallback.actions);
-                out.actions = actions;
-                out.gaps.append(&mut fallback.gaps);
-                out.revoked = fallback.revoked;
-                return Ok(out);
-            }
-            Err(e) => return Err(StepError::aws("PutRolePolicy", e)),
-        }
-        timeline.record(
-            REVOKE,
-            &target,
-            json!(null),
-            json!({"policy_name": policy_name, "document": document}),
-        );
-    }
-    out.revoked = Some(Revocation {
-        role_name,
-        policy_name,
+    let (partition, account) = arn_partition_account(profile_arn)?;
+    let id = incident.instance_id.as_str();
+    let instance_arn = format!(
+        "arn:{partition}:ec2:{}:{account}:instance/{id}",
+        config.region
+    );
+    let cut_off = revoke::cut_off_now();
+    let request = revoke::Request {
+        role_name: &role_name,
+        instance_id: id,
+        instance_arn: &instance_arn,
+        incident_id: &incident.incident_id,
         scope: incident.options.revoke_sessions,
-    });
-    out.actions = timeline.into_actions();
+        cut_off: &cut_off,
+        quota: config.role_policy_quota,
+    };
+    const REVOKE: &str = "revoke issued credentials";
+    let target = format!("role/{role_name}");
+    timeline.intend(REVOKE, &target, &json!(null), &json!(revoke::POLICY_NAME));
+    let outcome = revoke::revoke(&clients.iam, &request).await?;
+    timeline.record(REVOKE, &target, outcome.before, outcome.after);
+    if let Some(reason) = outcome.gap {
+        gaps.push(Gap::new(STEP, "per-instance credential revocation", reason));
+    }
+    Ok(Some(Revocation {
+        role_name,
+        policy_name: outcome.policy_name,
+        scope: outcome.scope,
+        sessions_issued_before: outcome.sessions_issued_before,
+    }))
+}
+
+/// Associations of a profile other than the forensic one: a profile associated after "Remove
+/// instance profile" ran.
+async fn foreign_associations(
+    clients: &Clients,
+    config: &Config,
+    instance_id: &str,
+) -> Result<Vec<IamInstanceProfileAssociation>, StepError> {
+    Ok(current_associations(&clients.ec2, instance_id)
+        .await?
+        .into_iter()
+        .filter(|a| association_arn(a) != Some(config.forensic_profile_arn.as_str()))
+        .collect())
+}
+
+/// Removes every re-associated profile and revokes its role's sessions for this instance;
+/// returns what was done, for the `ProfileReassociated` message, or `None` if there was none.
+async fn remove_foreign(
+    clients: &Clients,
+    config: &Config,
+    incident: &Incident,
+    out: &mut Output,
+) -> Result<Option<String>, StepError> {
+    const REMOVE: &str = "remove re-associated instance profile";
+    let id = incident.instance_id.as_str();
+    let foreign = foreign_associations(clients, config, id).await?;
+    if foreign.is_empty() {
+        return Ok(None);
+    }
+    let mut timeline = Timeline::new(STEP);
+    let mut done = Vec::new();
+    for association in &foreign {
+        let arn = association_arn(association).unwrap_or("?").to_owned();
+        disassociate(clients, &mut timeline, REMOVE, id, association).await?;
+        let revoked = revoke_profile(
+            clients,
+            config,
+            incident,
+            &arn,
+            &mut timeline,
+            &mut out.gaps,
+        )
+        .await?;
+        done.push(match &revoked {
+            Some(r) => format!(
+                "disassociated {arn} and revoked role {}'s credentials for this instance ({} scope, policy {})",
+                r.role_name,
+                serde_json::to_value(r.scope).unwrap_or_default().as_str().unwrap_or("?"),
+                r.policy_name
+            ),
+            None => format!("disassociated {arn}; its credentials were not revoked (see the gaps)"),
+        });
+        out.removed_profile_arn = Some(arn);
+        out.revoked = revoked;
+    }
+    out.actions.append(&mut timeline.into_actions());
+    Ok(Some(done.join("; ")))
+}
+
+fn reassociated(instance_id: &str, what: &str) -> StepError {
+    StepError::ProfileReassociated(format!(
+        "instance {instance_id} had an instance profile associated again after Cordon removed it: {what}. Someone can re-associate profiles to this instance; find out who (CloudTrail AssociateIamInstanceProfile / ReplaceIamInstanceProfileAssociation). A redrive continues the response"
+    ))
+}
+
+#[tracing::instrument(skip(clients, config), fields(instance_id = %incident.instance_id, incident_id = %incident.incident_id))]
+pub async fn remove_reassociated(
+    clients: &Clients,
+    config: &Config,
+    incident: &Incident,
+) -> Result<Output, StepError> {
+    let mut out = Output::default();
+    match remove_foreign(clients, config, incident, &mut out).await? {
+        Some(what) => Err(reassociated(&incident.instance_id, &what)),
+        None => {
+            let mut timeline = Timeline::new(STEP);
+            timeline.record(
+                "remove re-associated instance profile",
+                &incident.instance_id,
+                json!(null),
+                json!(null),
+            );
+            out.actions = timeline.into_actions();
+            Ok(out)
+        }
+    }
+}
+
+/// The metadata options a responder (and the release) needs, as JSON.
+fn metadata_options(instance: &Instance) -> Value {
+    instance
+        .metadata_options()
+        .map(|m| {
+            json!({
+                "http_endpoint": m.http_endpoint().map(|v| v.as_str()),
+                "http_tokens": m.http_tokens().map(|v| v.as_str()),
+                "http_put_response_hop_limit": m.http_put_response_hop_limit(),
+                "http_protocol_ipv6": m.http_protocol_ipv6().map(|v| v.as_str()),
+                "instance_metadata_tags": m.instance_metadata_tags().map(|v| v.as_str()),
+                "state": m.state().map(|v| v.as_str()),
+            })
+        })
+        .unwrap_or(Value::Null)
+}
+
+fn endpoint_disabled(instance: &Instance) -> bool {
+    instance.metadata_options().and_then(|m| m.http_endpoint())
+        == Some(&InstanceMetadataEndpointState::Disabled)
+}
+
+/// Turns the instance metadata endpoint off: "If you specify a value of disabled, you cannot
+/// access your instance metadata"
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ModifyInstanceMetadataOptions.html>),
+/// and with it the instance profile's credentials, which the host reads from IMDS
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instance-metadata-security-credentials.html>).
+/// The change is asynchronous (`State` `pending` until `applied`); the read-back checks the
+/// configuration, which is what can be verified from outside the host.
+#[tracing::instrument(skip(clients, config), fields(instance_id = %incident.instance_id, incident_id = %incident.incident_id))]
+pub async fn disable_metadata(
+    clients: &Clients,
+    config: &Config,
+    incident: &Incident,
+) -> Result<Output, StepError> {
+    const DISABLE: &str = "disable instance metadata endpoint";
+    let id = incident.instance_id.as_str();
+    let mut out = Output::default();
+    if let Some(what) = remove_foreign(clients, config, incident, &mut out).await? {
+        return Err(reassociated(id, &what));
+    }
+    let mut timeline = Timeline::new(STEP);
+    let instance = lookup::describe_instance(&clients.ec2, id).await?;
+    let before = metadata_options(&instance);
+    if !endpoint_disabled(&instance) {
+        timeline.intend(DISABLE, id, &before, &json!({"http_endpoint": "disabled"}));
+        clients
+            .ec2
+            .modify_instance_metadata_options()
+            .instance_id(id)
+            .http_endpoint(InstanceMetadataEndpointState::Disabled)
+            .send()
+            .await
+            .map_err(|e| StepError::aws("ModifyInstanceMetadataOptions", e))?;
+    }
+    let now = lookup::describe_instance(&clients.ec2, id).await?;
+    if !endpoint_disabled(&now) {
+        return Err(StepError::ContainmentNotVerified(format!(
+            "the instance metadata endpoint of {id} reads {} after ModifyInstanceMetadataOptions HttpEndpoint=disabled",
+            metadata_options(&now)["http_endpoint"]
+        )));
+    }
+    let after = metadata_options(&now);
+    // Unchanged when it was already off (the read-back's `state` may have gone pending → applied).
+    let after = if endpoint_disabled(&instance) {
+        before.clone()
+    } else {
+        after
+    };
+    timeline.record(DISABLE, id, before, after);
+    out.actions.append(&mut timeline.into_actions());
     Ok(out)
 }
 
@@ -347,9 +477,10 @@ pub async fn attach_forensic(
         .iter()
         .find(|a| association_arn(a) != Some(forensic))
     {
-        // "Remove instance profile" ran before this; another profile here means someone re-attached one.
-        return Err(StepError::invalid(format!(
-            "instance {id} has profile {} associated; refusing to attach the forensic profile beside it",
+        // "Remove instance profile" ran before this; another profile here means someone
+        // re-attached one: a containment failure, which "Remove re-associated profile" handles.
+        return Err(StepError::ProfileReassociated(format!(
+            "instance {id} has profile {} associated, which is not the forensic profile; nothing was changed (the state machine removes it and revokes its credentials next)",
             association_arn(other).unwrap_or("?")
         )));
     }

@@ -16,6 +16,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
         association_polls: 20,
         association_poll_interval: std::time::Duration::from_millis(500),
+        role_policy_quota: cordon_detach_profile::revoke::ROLE_POLICY_QUOTA,
     };
     lambda::run(|event| handle(&clients, &config, event)).await
 }

@@ -4,11 +4,12 @@
 //!   before anything is touched.
 //! - `record` describes the instance (volumes, network interfaces, security groups, instance
 //!   profile association, tags) into `metadata.json`, and what undoing containment would need
-//!   (groups per interface, profile, termination protection, shutdown behaviour,
-//!   DeleteOnTermination per volume, Auto Scaling group, target groups) into
-//!   `pre-incident-state.json`; it reports whether SSM can reach the instance and returns a small
-//!   summary. It changes nothing. A rerun for the same incident keeps what the first run recorded
-//!   (the state *before* the response is the one an undo needs) and returns it again.
+//!   (groups and connection tracking timeouts per interface, profile, termination protection,
+//!   shutdown behaviour, DeleteOnTermination per volume, Auto Scaling group and lifecycle state,
+//!   target groups, instance metadata options, instance state, hibernation, Spot or on-demand)
+//!   into `pre-incident-state.json`; it reports whether SSM can reach the instance and returns a
+//!   small summary. It changes nothing. A rerun for the same incident keeps what the first run
+//!   recorded (the state *before* the response is the one an undo needs) and returns it again.
 
 use std::collections::BTreeMap;
 
@@ -49,7 +50,7 @@ pub enum Event {
 #[serde(untagged)]
 pub enum Output {
     Validated { incident: Incident },
-    Recorded(Summary),
+    Recorded(Box<Summary>),
 }
 
 /// What "Record metadata" hands on: enough for the next steps to choose, no more.
@@ -66,6 +67,9 @@ pub struct Summary {
     pub profile_arn: Option<String>,
     pub auto_scaling_group: Option<String>,
     pub target_groups: Vec<TargetRegistration>,
+    /// `spot`, `on-demand`, `scheduled` or `capacity-block` (see [`instance_lifecycle`]).
+    #[serde(default)]
+    pub instance_lifecycle: Option<String>,
     /// Whether SSM can run commands on it now (asked afresh on every run).
     pub ssm: SsmStatus,
     /// The pre-incident state was recorded by an earlier attempt or execution and kept.
@@ -88,8 +92,51 @@ pub struct PreIncidentState {
     pub auto_scaling_group: Option<String>,
     pub target_groups: Vec<TargetRegistration>,
     pub tags: BTreeMap<String, String>,
+    // The fields below were added with issue 10 (containment first); a state recorded before
+    // them reads them as absent.
+    /// Interface ID → its connection tracking timeouts, which quarantine lowers.
+    #[serde(default)]
+    pub connection_tracking_by_interface: BTreeMap<String, ConnectionTracking>,
+    /// The instance metadata options, whose endpoint "Disable instance metadata" turns off.
+    #[serde(default)]
+    pub metadata_options: Option<MetadataOptions>,
+    /// The instance state (`running`, ...), which `stop_after_evidence` changes.
+    #[serde(default)]
+    pub instance_state: Option<String>,
+    /// Launched with hibernation configured: "Stop instance" hibernates it.
+    #[serde(default)]
+    pub hibernation_configured: Option<bool>,
+    /// `spot`, `on-demand`, ... (see [`instance_lifecycle`]): Spot Instances refuse termination
+    /// protection and, from a one-time request, stopping.
+    #[serde(default)]
+    pub instance_lifecycle: Option<String>,
+    /// The instance's Auto Scaling lifecycle state (`InService`, `Standby`, ...), which decides
+    /// whether it can be detached and how it is attached again.
+    #[serde(default)]
+    pub auto_scaling_lifecycle_state: Option<String>,
     /// The summary handed to the state machine, kept so that a rerun returns the same one.
     pub summary: Summary,
+}
+
+/// An interface's connection tracking timeouts in seconds, as DescribeNetworkInterfaces reports
+/// them (`ConnectionTrackingConfiguration`). `None` means not configured: EC2's defaults apply
+/// (TCP established 432,000, UDP stream 180, UDP 30;
+/// <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/security-group-connection-tracking.html#connection-tracking-timeouts>).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionTracking {
+    pub tcp_established_timeout: Option<i32>,
+    pub udp_stream_timeout: Option<i32>,
+    pub udp_timeout: Option<i32>,
+}
+
+/// The instance metadata options (DescribeInstances `MetadataOptions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataOptions {
+    pub http_endpoint: Option<String>,
+    pub http_tokens: Option<String>,
+    pub http_put_response_hop_limit: Option<i32>,
+    pub http_protocol_ipv6: Option<String>,
+    pub instance_metadata_tags: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +161,9 @@ pub async fn handle(clients: &Clients, event: Value) -> Result<Output, StepError
         }),
         Event::Record { incident } => {
             let incident = Incident::from_value(incident)?;
-            Ok(Output::Recorded(record(clients, &incident).await?))
+            Ok(Output::Recorded(Box::new(
+                record(clients, &incident).await?,
+            )))
         }
     }
 }
@@ -208,8 +257,10 @@ pub async fn record(clients: &Clients, incident: &Incident) -> Result<Summary, S
         .send()
         .await
         .map_err(|e| StepError::aws("DescribeInstanceAttribute", e))?;
-    let auto_scaling_group = lookup::auto_scaling_group(&clients.autoscaling, id).await?;
+    let membership = lookup::auto_scaling_membership(&clients.autoscaling, id).await?;
+    let auto_scaling_group = membership.as_ref().map(|m| m.group.clone());
     let target_groups = lookup::target_registrations(&clients.elbv2, instance.vpc_id(), id).await?;
+    let interfaces = network_interfaces(&clients.ec2, id).await?;
 
     let metadata = serde_json::json!({
         "incident_id": incident.incident_id,
@@ -222,7 +273,9 @@ pub async fn record(clients: &Clients, incident: &Incident) -> Result<Summary, S
             .map(render::association)
             .collect::<Vec<_>>(),
         "auto_scaling_group": auto_scaling_group,
+        "auto_scaling_lifecycle_state": membership.as_ref().and_then(|m| m.lifecycle_state.clone()),
         "target_groups": target_groups,
+        "network_interfaces": interfaces.iter().map(render::network_interface).collect::<Vec<_>>(),
         "ssm": ssm,
     });
 
@@ -246,6 +299,7 @@ pub async fn record(clients: &Clients, incident: &Incident) -> Result<Summary, S
             .map(str::to_owned),
         auto_scaling_group: auto_scaling_group.clone(),
         target_groups: target_groups.clone(),
+        instance_lifecycle: Some(instance_lifecycle(&instance).to_owned()),
         ssm,
         resumed: false,
         artifacts: Vec::new(),
@@ -291,6 +345,34 @@ pub async fn record(clients: &Clients, incident: &Incident) -> Result<Summary, S
             .collect(),
         auto_scaling_group,
         target_groups,
+        connection_tracking_by_interface: interfaces
+            .iter()
+            .filter_map(|n| {
+                let c = n.connection_tracking_configuration();
+                Some((
+                    n.network_interface_id()?.to_owned(),
+                    ConnectionTracking {
+                        tcp_established_timeout: c.and_then(|c| c.tcp_established_timeout()),
+                        udp_stream_timeout: c.and_then(|c| c.udp_stream_timeout()),
+                        udp_timeout: c.and_then(|c| c.udp_timeout()),
+                    },
+                ))
+            })
+            .collect(),
+        metadata_options: instance.metadata_options().map(|m| MetadataOptions {
+            http_endpoint: m.http_endpoint().map(|v| v.as_str().to_owned()),
+            http_tokens: m.http_tokens().map(|v| v.as_str().to_owned()),
+            http_put_response_hop_limit: m.http_put_response_hop_limit(),
+            http_protocol_ipv6: m.http_protocol_ipv6().map(|v| v.as_str().to_owned()),
+            instance_metadata_tags: m.instance_metadata_tags().map(|v| v.as_str().to_owned()),
+        }),
+        instance_state: instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_owned()),
+        hibernation_configured: instance.hibernation_options().and_then(|h| h.configured()),
+        instance_lifecycle: Some(instance_lifecycle(&instance).to_owned()),
+        auto_scaling_lifecycle_state: membership.and_then(|m| m.lifecycle_state),
         tags: instance
             .tags()
             .iter()
@@ -335,6 +417,42 @@ pub async fn record(clients: &Clients, incident: &Incident) -> Result<Summary, S
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StepError> {
     serde_json::to_vec_pretty(value)
         .map_err(|e| StepError::invalid(format!("cannot serialize: {e}")))
+}
+
+/// The instance's interfaces as DescribeNetworkInterfaces reports them: unlike DescribeInstances,
+/// it carries each interface's `ConnectionTrackingConfiguration`
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_NetworkInterface.html>).
+async fn network_interfaces(
+    ec2: &aws_sdk_ec2::Client,
+    instance_id: &str,
+) -> Result<Vec<aws_sdk_ec2::types::NetworkInterface>, StepError> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ec2
+            .describe_network_interfaces()
+            .filters(filter("attachment.instance-id", instance_id))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| StepError::aws("DescribeNetworkInterfaces", e))?;
+        out.extend(page.network_interfaces().iter().cloned());
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// `InstanceLifecycle` "Indicates whether this is a Spot Instance or a Scheduled Instance" and is
+/// absent for On-Demand Instances
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Instance.html>).
+pub fn instance_lifecycle(instance: &Instance) -> &str {
+    instance
+        .instance_lifecycle()
+        .map(|l| l.as_str())
+        .unwrap_or("on-demand")
 }
 
 /// EC2's `Platform` is `windows` for Windows instances and absent for everything else.

@@ -2,8 +2,8 @@
 //! so each field a responder needs is named here; absent values are `null`, never guessed.
 
 use aws_sdk_ec2::types::{
-    GroupIdentifier, IamInstanceProfileAssociation, Instance, IpPermission, SecurityGroup, Tag,
-    Volume,
+    GroupIdentifier, IamInstanceProfileAssociation, Instance, IpPermission, NetworkInterface,
+    SecurityGroup, Tag, Volume,
 };
 use aws_smithy_types::date_time::{DateTime, Format};
 use serde_json::{json, Value};
@@ -65,7 +65,13 @@ pub fn instance(i: &Instance) -> Value {
         "metadata_options": i.metadata_options().map(|m| json!({
             "http_tokens": m.http_tokens().map(|t| t.as_str()),
             "http_endpoint": m.http_endpoint().map(|t| t.as_str()),
+            "http_put_response_hop_limit": m.http_put_response_hop_limit(),
+            "http_protocol_ipv6": m.http_protocol_ipv6().map(|t| t.as_str()),
+            "instance_metadata_tags": m.instance_metadata_tags().map(|t| t.as_str()),
+            "state": m.state().map(|t| t.as_str()),
         })),
+        "instance_lifecycle": i.instance_lifecycle().map(|l| l.as_str()),
+        "hibernation_configured": i.hibernation_options().and_then(|h| h.configured()),
         "security_groups": groups(i.security_groups()),
         "block_device_mappings": i.block_device_mappings().iter().map(|b| json!({
             "device_name": b.device_name(),
@@ -152,5 +158,23 @@ pub fn association(a: &IamInstanceProfileAssociation) -> Value {
         "iam_instance_profile_arn": a.iam_instance_profile().and_then(|p| p.arn()),
         "state": a.state().map(|s| s.as_str()),
         "timestamp": time(a.timestamp()),
+    })
+}
+
+/// A network interface as DescribeNetworkInterfaces reports it, with its connection tracking
+/// timeouts (absent when never configured: EC2's defaults apply).
+pub fn network_interface(n: &NetworkInterface) -> Value {
+    json!({
+        "network_interface_id": n.network_interface_id(),
+        "subnet_id": n.subnet_id(),
+        "private_ip_address": n.private_ip_address(),
+        "ipv6_addresses": n.ipv6_addresses().iter().map(|a| a.ipv6_address()).collect::<Vec<_>>(),
+        "interface_type": n.interface_type().map(|t| t.as_str()),
+        "connection_tracking_configuration": n.connection_tracking_configuration().map(|c| json!({
+            "tcp_established_timeout": c.tcp_established_timeout(),
+            "udp_stream_timeout": c.udp_stream_timeout(),
+            "udp_timeout": c.udp_timeout(),
+        })),
+        "groups": groups(n.groups()),
     })
 }

@@ -4,9 +4,14 @@ use aws_sdk_autoscaling::types::AutoScalingInstanceDetails;
 use aws_sdk_ec2::operation::describe_iam_instance_profile_associations::DescribeIamInstanceProfileAssociationsOutput;
 use aws_sdk_ec2::operation::describe_instance_attribute::DescribeInstanceAttributeOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_network_interfaces::DescribeNetworkInterfacesOutput;
 use aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput;
 use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
 use aws_sdk_ec2::types::{AttributeBooleanValue, AttributeValue};
+use aws_sdk_ec2::types::{
+    ConnectionTrackingConfiguration, HibernationOptions, HttpTokensState, InstanceLifecycleType,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsResponse, NetworkInterface,
+};
 use aws_sdk_ec2::types::{
     EbsInstanceBlockDevice, GroupIdentifier, IamInstanceProfile, IamInstanceProfileAssociation,
     IamInstanceProfileAssociationState, InstanceBlockDeviceMapping, InstanceNetworkInterface,
@@ -80,6 +85,15 @@ fn seeded_instance() -> aws_sdk_ec2::types::Instance {
                 .build(),
         )
         .tags(Tag::builder().key("Name").value("web-01").build())
+        .instance_lifecycle(InstanceLifecycleType::Spot)
+        .hibernation_options(HibernationOptions::builder().configured(true).build())
+        .metadata_options(
+            InstanceMetadataOptionsResponse::builder()
+                .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                .http_tokens(HttpTokensState::Required)
+                .http_put_response_hop_limit(2)
+                .build(),
+        )
         .build()
 }
 
@@ -105,6 +119,7 @@ struct Others {
     target_health: Rule,
     attribute: Rule,
     get: Rule,
+    enis: Rule,
 }
 
 fn others() -> Others {
@@ -128,6 +143,7 @@ fn others() -> Others {
                         AutoScalingInstanceDetails::builder()
                             .instance_id(ID)
                             .auto_scaling_group_name("web-asg")
+                            .lifecycle_state("InService")
                             .build(),
                     )
                     .build()
@@ -177,6 +193,33 @@ fn others() -> Others {
             },
         ),
         get: mock!(aws_sdk_s3::Client::get_object).then_http_response(s3_error(404, "NoSuchKey")),
+        enis: mock!(aws_sdk_ec2::Client::describe_network_interfaces)
+            .match_requests(|r| {
+                r.filters()
+                    .iter()
+                    .any(|f| f.name() == Some("attachment.instance-id") && f.values() == [ID])
+            })
+            .then_output(|| {
+                DescribeNetworkInterfacesOutput::builder()
+                    .network_interfaces(
+                        NetworkInterface::builder()
+                            .network_interface_id("eni-a")
+                            .connection_tracking_configuration(
+                                ConnectionTrackingConfiguration::builder()
+                                    .tcp_established_timeout(3600)
+                                    .udp_stream_timeout(120)
+                                    .udp_timeout(30)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .network_interfaces(
+                        NetworkInterface::builder()
+                            .network_interface_id("eni-b")
+                            .build(),
+                    )
+                    .build()
+            }),
     }
 }
 
@@ -197,7 +240,7 @@ fn clients(ec2_rules: &[&Rule], s3_rules: &[&Rule], o: &Others) -> Clients {
         ec2_rules
             .iter()
             .copied()
-            .chain([&o.attribute])
+            .chain([&o.attribute, &o.enis])
             .collect::<Vec<_>>()
             .as_slice(),
         no_retry
@@ -276,6 +319,17 @@ async fn record_writes_metadata_json_and_returns_a_summary() {
                 && body["delete_on_termination"]["vol-data"]["delete_on_termination"] == true
                 && body["auto_scaling_group"] == "web-asg"
                 && body["target_groups"] == json!([{"target_group_arn": "arn:tg/web", "port": 80}])
+                && body["connection_tracking_by_interface"]["eni-a"]
+                    == json!({"tcp_established_timeout": 3600, "udp_stream_timeout": 120, "udp_timeout": 30})
+                && body["connection_tracking_by_interface"]["eni-b"]
+                    == json!({"tcp_established_timeout": null, "udp_stream_timeout": null, "udp_timeout": null})
+                && body["metadata_options"]["http_endpoint"] == "enabled"
+                && body["metadata_options"]["http_tokens"] == "required"
+                && body["metadata_options"]["http_put_response_hop_limit"] == 2
+                && body["instance_state"] == "running"
+                && body["hibernation_configured"] == true
+                && body["instance_lifecycle"] == "spot"
+                && body["auto_scaling_lifecycle_state"] == "InService"
         })
         .then_output(|| PutObjectOutput::builder().build());
     let put = mock!(aws_sdk_s3::Client::put_object)
@@ -292,6 +346,10 @@ async fn record_writes_metadata_json_and_returns_a_summary() {
                 && body["security_groups"][0]["group_id"] == "sg-web"
                 && body["iam_instance_profile_associations"][0]["association_id"] == "iip-assoc-1"
                 && body["instance"]["tags"]["Name"] == "web-01"
+                && body["network_interfaces"][0]["connection_tracking_configuration"]
+                    ["tcp_established_timeout"]
+                    == 3600
+                && body["instance"]["instance_lifecycle"] == "spot"
         })
         .then_output(|| PutObjectOutput::builder().build());
     let o = others();
@@ -326,6 +384,8 @@ async fn record_writes_metadata_json_and_returns_a_summary() {
     assert_eq!(summary.vpc_id.as_deref(), Some("vpc-1"));
     assert_eq!(summary.state.as_deref(), Some("running"));
     assert_eq!(summary.platform, "linux");
+    assert_eq!(summary.instance_lifecycle.as_deref(), Some("spot"));
+    assert_eq!(o.enis.num_calls(), 1);
     assert_eq!(
         summary.artifacts[0].key,
         "IR-1/i-0123456789abcdef0/metadata.json"
@@ -423,6 +483,12 @@ async fn a_rerun_keeps_the_first_pre_incident_state_and_writes_nothing() {
         auto_scaling_group: None,
         target_groups: vec![],
         tags: BTreeMap::new(),
+        connection_tracking_by_interface: BTreeMap::new(),
+        metadata_options: None,
+        instance_state: Some("running".into()),
+        hibernation_configured: None,
+        instance_lifecycle: Some("on-demand".into()),
+        auto_scaling_lifecycle_state: None,
         summary: Summary {
             instance_id: ID.into(),
             state: Some("running".into()),
@@ -433,6 +499,7 @@ async fn a_rerun_keeps_the_first_pre_incident_state_and_writes_nothing() {
             profile_arn: Some("arn:aws:iam::1:instance-profile/app".into()),
             auto_scaling_group: None,
             target_groups: vec![],
+            instance_lifecycle: Some("on-demand".into()),
             ssm: SsmStatus {
                 managed: false,
                 online: false,
@@ -469,4 +536,40 @@ async fn a_rerun_keeps_the_first_pre_incident_state_and_writes_nothing() {
     assert!(summary.ssm.ready(), "SSM status is asked afresh");
     assert_eq!(summary.artifacts.len(), 2);
     assert_eq!(put.num_calls(), 0, "nothing written again");
+}
+
+#[test]
+fn a_pre_incident_state_recorded_before_issue_10_still_reads() {
+    // What an earlier version wrote: none of the connection tracking, metadata options,
+    // hibernation, lifecycle or instance state fields.
+    let old = json!({
+        "instance_id": ID,
+        "security_groups_by_interface": {"eni-a": ["sg-web"]},
+        "instance_profile": null,
+        "disable_api_termination": false,
+        "instance_initiated_shutdown_behavior": "stop",
+        "delete_on_termination": {},
+        "auto_scaling_group": null,
+        "target_groups": [],
+        "tags": {},
+        "summary": {
+            "instance_id": ID, "state": "running", "platform": "linux", "vpc_id": "vpc-1",
+            "volume_ids": [], "network_interface_ids": ["eni-a"], "profile_arn": null,
+            "auto_scaling_group": null, "target_groups": [],
+            "ssm": {"managed": false, "online": false, "ping_status": null, "platform_type": null}
+        }
+    });
+    let state: PreIncidentState = serde_json::from_value(old).unwrap();
+    assert!(state.connection_tracking_by_interface.is_empty());
+    assert_eq!(state.metadata_options, None);
+    assert_eq!(state.summary.instance_lifecycle, None);
+}
+
+#[test]
+fn an_instance_without_a_lifecycle_is_on_demand() {
+    let i = aws_sdk_ec2::types::Instance::builder()
+        .instance_id(ID)
+        .build();
+    assert_eq!(instance_lifecycle(&i), "on-demand");
+    assert_eq!(instance_lifecycle(&seeded_instance()), "spot");
 }
