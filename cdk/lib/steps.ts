@@ -12,14 +12,15 @@
 //     CreateSecurityGroup security-group* (aws:RequestTag) and vpc; the security-group rule
 //     actions security-group* (aws:ResourceTag); ModifyNetworkInterfaceAttribute
 //     network-interface*, instance, security-group, subnet; CreateTags supports ec2:CreateAction
-//     and aws:TagKeys; AssociateIamInstanceProfile supports ec2:NewInstanceProfile.
+//     and aws:TagKeys; AssociateIamInstanceProfile supports ec2:NewInstanceProfile;
+//     StopInstances and ModifyInstanceMetadataOptions take instance* (aws:ResourceTag).
 //   - list_awssystemsmanager.html: SendCommand takes document*, instance, managed-instance and
 //     bucket (the output bucket); DescribeInstanceInformation, ListCommands and
 //     GetCommandInvocation take no resource.
 //   - list_amazonec2autoscaling.html / list_awselasticloadbalancingv2.html: the Describe* actions
 //     take no resource; DetachInstances takes autoScalingGroup*, DeregisterTargets targetgroup*.
 //   - list_awsidentityandaccessmanagementiam.html: GetInstanceProfile takes instance-profile*,
-//     GetRolePolicy/PutRolePolicy role* (no condition key names the inline policy), PassRole
+//     ListRolePolicies/GetRolePolicy/PutRolePolicy role* (no condition key names the inline policy), PassRole
 //     role* with iam:PassedToService.
 //   - list_amazons3.html: PutObject/GetObject take object, ListBucket bucket; s3:if-none-match
 //     filters on the If-None-Match header.
@@ -188,10 +189,11 @@ export const STEPS: readonly StepDefinition[] = [
           'ec2:DescribeVolumes',
           'ec2:DescribeSecurityGroups',
           'ec2:DescribeIamInstanceProfileAssociations',
+          'ec2:DescribeNetworkInterfaces',
         ],
         resources: ['*'],
         conditions: inRegion,
-        why: `record the instance, its volumes, groups and profile: ${NO_RESOURCE_LEVEL}`,
+        why: `record the instance, its volumes, groups, profile and its interfaces' connection tracking timeouts: ${NO_RESOURCE_LEVEL}`,
       },
       {
         sid: 'DescribeInstanceAttribute',
@@ -296,6 +298,13 @@ export const STEPS: readonly StepDefinition[] = [
         resources: [arn.autoScalingGroups],
         why: 'take the instance out of its Auto Scaling group so that it is not terminated as unhealthy; the group is known only at run time, so any group of this account and region',
       },
+      {
+        sid: 'StopInstanceUnderResponse',
+        actions: ['ec2:StopInstances'],
+        resources: [arn.instances],
+        conditions: { Null: { [`aws:ResourceTag/${TAG_PREFIX}incident-id`]: 'false' } },
+        why: 'stop (or hibernate) the instance once the evidence is taken (stop_after_evidence); StopInstances takes the instance resource type, and aws:ResourceTag limits it to instances that Cordon tagged cordon:incident-id (termprotect and quarantine tag them during containment), so no other instance can be stopped',
+      },
     ],
   },
   {
@@ -333,6 +342,20 @@ export const STEPS: readonly StepDefinition[] = [
         why: 'AssociateIamInstanceProfile needs PassRole for the profile role: only the forensic role, only to EC2',
       },
       {
+        sid: 'ReadInstance',
+        actions: ['ec2:DescribeInstances'],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `read the instance metadata options before and after disabling the endpoint: ${NO_RESOURCE_LEVEL}`,
+      },
+      {
+        sid: 'DisableInstanceMetadata',
+        actions: ['ec2:ModifyInstanceMetadataOptions'],
+        resources: [arn.instances],
+        conditions: { Null: { [`aws:ResourceTag/${TAG_PREFIX}incident-id`]: 'false' } },
+        why: 'turn the instance metadata endpoint off after the collection, so that no profile associated later can hand credentials to the host; takes the instance resource type, and aws:ResourceTag limits it to instances that Cordon tagged cordon:incident-id during containment',
+      },
+      {
         sid: 'ReadInstanceProfile',
         actions: ['iam:GetInstanceProfile'],
         resources: [arn.iamInstanceProfiles],
@@ -340,9 +363,9 @@ export const STEPS: readonly StepDefinition[] = [
       },
       {
         sid: 'RevokeRoleSessions',
-        actions: ['iam:GetRolePolicy', 'iam:PutRolePolicy'],
+        actions: ['iam:ListRolePolicies', 'iam:GetRolePolicy', 'iam:PutRolePolicy'],
         resources: [arn.iamRoles],
-        why: 'put the cordon-revoke-* inline deny policy (aws:TokenIssueTime) on the compromised role; IAM has no condition key for an inline policy name and the role is known only at run time, so any role of this account (the name is enforced by the step code, and the Deny below keeps Cordon\'s own roles out of reach)',
+        why: 'keep the one cordon-revoke inline deny policy (ec2:SourceInstanceARN list, or aws:TokenIssueTime) on the compromised role, measuring the role\'s other inline policies against its 10,240-character quota first; IAM has no condition key for an inline policy name and the role is known only at run time, so any role of this account (the name is enforced by the step code, and the Deny below keeps Cordon\'s own roles out of reach)',
       },
       {
         sid: 'NeverEditCordonRoles',

@@ -28,6 +28,7 @@ const EXPECTED_ACTIONS: Record<string, string[]> = {
   MetadataFunctionArn: [
     'ec2:DescribeInstances', 'ec2:DescribeVolumes', 'ec2:DescribeSecurityGroups',
     'ec2:DescribeIamInstanceProfileAssociations', 'ec2:DescribeInstanceAttribute',
+    'ec2:DescribeNetworkInterfaces',
     'autoscaling:DescribeAutoScalingInstances',
     'elasticloadbalancing:DescribeTargetGroups', 'elasticloadbalancing:DescribeTargetHealth',
     'ssm:DescribeInstanceInformation',
@@ -40,12 +41,12 @@ const EXPECTED_ACTIONS: Record<string, string[]> = {
   ],
   TermprotectFunctionArn: [
     'ec2:DescribeInstances', 'ec2:DescribeInstanceAttribute', 'ec2:ModifyInstanceAttribute', 'ec2:CreateTags',
-    'autoscaling:DescribeAutoScalingInstances', 'autoscaling:DetachInstances', ...LOGS,
+    'autoscaling:DescribeAutoScalingInstances', 'autoscaling:DetachInstances', 'ec2:StopInstances', ...LOGS,
   ],
   DetachProfileFunctionArn: [
     'ec2:DescribeIamInstanceProfileAssociations', 'ec2:DisassociateIamInstanceProfile',
-    'ec2:AssociateIamInstanceProfile', 'iam:GetInstanceProfile', 'iam:GetRolePolicy', 'iam:PutRolePolicy',
-    'iam:PassRole', ...LOGS,
+    'ec2:AssociateIamInstanceProfile', 'iam:GetInstanceProfile', 'iam:ListRolePolicies', 'iam:GetRolePolicy',
+    'iam:PutRolePolicy', 'iam:PassRole', 'ec2:DescribeInstances', 'ec2:ModifyInstanceMetadataOptions', ...LOGS,
   ],
   SsmCollectFunctionArn: [
     'ssm:DescribeInstanceInformation', 'ssm:SendCommand', 'ssm:ListCommands', 'ssm:GetCommandInvocation',
@@ -158,6 +159,25 @@ describe('step function roles', () => {
     assert.deepEqual(resourcesOfStatement(modify), [INSTANCES]);
     const [detach] = statementsWith(statements, 'autoscaling:DetachInstances');
     assert.match(resourcesOfStatement(detach)[0], /:autoscaling:<AWS::Region>:<AWS::AccountId>:autoScalingGroup:\*:autoScalingGroupName\/\*$/);
+  });
+
+  test('termprotect: stops only instances tagged cordon:incident-id, never terminates', () => {
+    const { statements } = roleGrants(template, roleOf('TermprotectFunctionArn'));
+    const [stop] = statementsWith(statements, 'ec2:StopInstances');
+    assert.deepEqual(list(stop.Action), ['ec2:StopInstances']);
+    assert.deepEqual(resourcesOfStatement(stop), [INSTANCES]);
+    assert.deepEqual(stop.Condition, { Null: { 'aws:ResourceTag/cordon:incident-id': 'false' } });
+    assert.equal(statementsWith(statements, 'ec2:TerminateInstances').length, 0);
+  });
+
+  test('detach-profile: disables instance metadata only on instances tagged cordon:incident-id', () => {
+    const { statements } = roleGrants(template, roleOf('DetachProfileFunctionArn'));
+    const [imds] = statementsWith(statements, 'ec2:ModifyInstanceMetadataOptions');
+    assert.deepEqual(list(imds.Action), ['ec2:ModifyInstanceMetadataOptions']);
+    assert.deepEqual(resourcesOfStatement(imds), [INSTANCES]);
+    assert.deepEqual(imds.Condition, { Null: { 'aws:ResourceTag/cordon:incident-id': 'false' } });
+    const [listPolicies] = statementsWith(statements, 'iam:ListRolePolicies');
+    assert.deepEqual(resourcesOfStatement(listPolicies), ['arn:<AWS::Partition>:iam::<AWS::AccountId>:role/*']);
   });
 
   test('detach-profile: passes and attaches only the forensic role/profile, never edits Cordon roles', () => {
