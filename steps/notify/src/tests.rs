@@ -82,6 +82,12 @@ async fn writes_the_manifest_and_publishes_one_message_that_says_it_all() {
                 && m["artifacts"].as_array().unwrap().len() == 1
                 && m["actions"].as_array().unwrap().len() == 2
                 && m["gaps"].as_array().unwrap().len() == 2
+                // No quarantine output in these results: nothing may be claimed cut.
+                && m["containment"].as_array().is_some_and(|rows| {
+                    rows.len() > 10
+                        && rows.iter().all(|r| r["status"] != "cut")
+                        && rows.iter().any(|r| r["path"] == "new inbound connections")
+                })
         })
         .then_output(|| PutObjectOutput::builder().build());
     let record = mock!(aws_sdk_s3::Client::put_object)
@@ -98,6 +104,9 @@ async fn writes_the_manifest_and_publishes_one_message_that_says_it_all() {
                 && body.contains("snap-1 of vol-1 (pending)")
                 && body.contains("s3://evidence/IR-8/i-0123456789abcdef0/")
                 && body.contains("Requested by: alice")
+                && body.contains("What containment guarantees, path by path")
+                && body.contains("- STILL POSSIBLE: new inbound connections")
+                && !body.contains("(verified)")
                 && attrs["status"].string_value() == Some("contained")
                 && attrs["severity"].string_value() == Some("high")
                 && attrs["incident_id"].string_value() == Some("IR-8")
