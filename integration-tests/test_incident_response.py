@@ -59,6 +59,30 @@ def attribute(stack, instance_id: str, name: str):
     return out[key]["Value"]
 
 
+def seed_exposed(stack, **kwargs):
+    """A fresh instance whose protections start from the opposite of what Cordon sets (shutdown
+    behaviour `terminate`, termination protection off, DeleteOnTermination on for every volume, an
+    instance profile associated, in the Auto Scaling and target groups asked for), checked from
+    the emulator, so that every post-condition ``assert_contained`` reads back is a change."""
+    kwargs.setdefault("shutdown_behavior", "terminate")
+    kwargs.setdefault("delete_on_termination", True)
+    inst = stack.seed_instance(**kwargs)
+    iid = inst.instance_id
+    assert attribute(stack, iid, "instanceInitiatedShutdownBehavior") == "terminate"
+    assert attribute(stack, iid, "disableApiTermination") is False
+    desc = stack.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert desc["BlockDeviceMappings"] and all(b["Ebs"]["DeleteOnTermination"] for b in desc["BlockDeviceMappings"])
+    assocs = stack.ec2.describe_iam_instance_profile_associations(Filters=[{"Name": "instance-id", "Values": [iid]}])
+    assert [a for a in assocs["IamInstanceProfileAssociations"] if a["State"] in ("associated", "associating")]
+    if kwargs.get("auto_scaling_group"):
+        asg = stack.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[iid])["AutoScalingInstances"]
+        assert [a["LifecycleState"] for a in asg] == ["InService"]
+    if kwargs.get("target_group"):
+        health = stack.client("elbv2").describe_target_health(TargetGroupArn=stack.context.target_group_arn)
+        assert iid in [t["Target"]["Id"] for t in health["TargetHealthDescriptions"]]
+    return inst
+
+
 def isolation_group_id(stack, vpc_id: str) -> str:
     groups = stack.ec2.describe_security_groups(
         Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": ["cordon-isolation"]}]
@@ -116,13 +140,20 @@ def assert_contained(stack, inst, incident: str, ssm_collected: bool | None) -> 
         assert [g["GroupId"] for g in eni["Groups"]] == [iso], eni["NetworkInterfaceId"]
     tags = {t["Key"]: t["Value"] for t in desc.get("Tags", [])}
     assert tags.get("cordon:status") == "quarantined" and tags.get("cordon:incident-id") == incident
-    # Out of the Auto Scaling group and the target group.
+    # Out of the Auto Scaling group and the target group. A deregistered target is listed as
+    # `draining` (Target.DeregistrationInProgress) for the group's deregistration delay, then not at
+    # all (https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_TargetHealth.html).
     asg = stack.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[iid])["AutoScalingInstances"]
     assert asg == []
     elb = stack.client("elbv2")
     for tg in elb.describe_target_groups()["TargetGroups"]:
         targets = elb.describe_target_health(TargetGroupArn=tg["TargetGroupArn"])["TargetHealthDescriptions"]
-        assert iid not in [t["Target"]["Id"] for t in targets]
+        for t in targets:
+            if t["Target"]["Id"] == iid:
+                assert (t["TargetHealth"]["State"], t["TargetHealth"].get("Reason")) == (
+                    "draining",
+                    "Target.DeregistrationInProgress",
+                ), t
     # Evidence, with hashes that match the bytes.
     prefix = f"{incident}/{iid}/"
     keys = {o["Key"] for o in stack.objects_under(prefix)}
@@ -148,7 +179,7 @@ def assert_contained(stack, inst, incident: str, ssm_collected: bool | None) -> 
 
 
 def test_happy_path_preserves_contains_and_tells(stack):
-    inst = stack.seed_instance(name="happy", ssm=True, auto_scaling_group=True, target_group=True)
+    inst = seed_exposed(stack, name="happy", ssm=True, auto_scaling_group=True, target_group=True)
     incident = incident_id()
     stack.notifications()  # drain
     desc, events = stack.run_execution(
@@ -183,7 +214,7 @@ def test_happy_path_preserves_contains_and_tells(stack):
 
 
 def test_running_the_same_incident_again_changes_nothing(stack):
-    inst = stack.seed_instance(name="twice", ssm=False, target_group=True)
+    inst = seed_exposed(stack, name="twice", ssm=False, target_group=True)
     incident = incident_id()
     desc, _ = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident)
     assert desc["status"] == "SUCCEEDED"
@@ -208,7 +239,7 @@ def test_running_the_same_incident_again_changes_nothing(stack):
 
 
 def test_an_instance_without_ssm_is_contained_and_collection_is_reported_skipped(stack):
-    inst = stack.seed_instance(name="no-ssm", ssm=False)
+    inst = seed_exposed(stack, name="no-ssm", ssm=False)
     incident = incident_id()
     stack.notifications()
     desc, events = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident)
@@ -234,7 +265,7 @@ def test_a_nonexistent_instance_is_rejected_and_nothing_changes(stack):
 
 
 def test_a_failed_collection_removes_the_forensic_profile_and_still_contains(stack):
-    inst = stack.seed_instance(name="collect-fails", ssm=True)
+    inst = seed_exposed(stack, name="collect-fails", ssm=True)
     stack.control("/ssm/behaviour", {"instance_id": inst.instance_id, "mode": "fail"})
     incident = incident_id()
     stack.notifications()
@@ -248,7 +279,7 @@ def test_a_failed_collection_removes_the_forensic_profile_and_still_contains(sta
 
 
 def test_a_collection_that_never_finishes_hits_the_cap_and_containment_happens(stack):
-    inst = stack.seed_instance(name="collect-hangs", ssm=True)
+    inst = seed_exposed(stack, name="collect-hangs", ssm=True)
     stack.control("/ssm/behaviour", {"instance_id": inst.instance_id, "mode": "hang"})
     incident = incident_id()
     stack.notifications()
@@ -262,7 +293,7 @@ def test_a_collection_that_never_finishes_hits_the_cap_and_containment_happens(s
 
 
 def test_throttling_is_retried_to_the_same_end_state(stack):
-    inst = stack.seed_instance(name="throttled", ssm=False, auto_scaling_group=True)
+    inst = seed_exposed(stack, name="throttled", ssm=False, auto_scaling_group=True)
     # More failures than the SDK's own three attempts, so the state machine's Retry is exercised too.
     stack.control("/faults", {"service": "ec2", "action": "ModifyInstanceAttribute", "code": "RequestLimitExceeded",
                               "status": 503, "count": 5, "instance_id": inst.instance_id})
@@ -278,7 +309,7 @@ def test_throttling_is_retried_to_the_same_end_state(stack):
 
 
 def test_a_failed_quarantine_is_loud_and_a_second_execution_completes_without_duplicates(stack):
-    inst = stack.seed_instance(name="quarantine-fails", ssm=False)
+    inst = seed_exposed(stack, name="quarantine-fails", ssm=False)
     # The fault matches requests that mention the ID: ModifyNetworkInterfaceAttribute names the interface.
     stack.control("/faults", {"service": "ec2", "action": "ModifyNetworkInterfaceAttribute", "code": "UnauthorizedOperation",
                               "status": 403, "count": 1000, "instance_id": inst.network_interface_ids[0]})
@@ -311,8 +342,8 @@ def test_a_failed_quarantine_is_loud_and_a_second_execution_completes_without_du
 
 
 def test_two_instances_at_once_are_both_contained_with_evidence_kept_apart(stack):
-    a = stack.seed_instance(name="fleet-a", ssm=False)
-    b = stack.seed_instance(name="fleet-b", ssm=False, subnet_index=1)
+    a = seed_exposed(stack, name="fleet-a", ssm=False)
+    b = seed_exposed(stack, name="fleet-b", ssm=False, subnet_index=1)
     results = {}
 
     def run(inst, incident):
@@ -348,7 +379,7 @@ def test_an_isolation_group_opened_since_an_earlier_response_is_emptied_again(st
     added an ingress rule to it: quarantine revokes that rule before any interface is moved in.
     Locally this passes whatever the role allows; the action-coverage check at the end of the
     session is what holds the quarantine role to ec2:RevokeSecurityGroupIngress."""
-    inst = stack.seed_instance(name="iso-opened", ssm=False)
+    inst = seed_exposed(stack, name="iso-opened", ssm=False)
     vpc = stack.ec2.describe_instances(InstanceIds=[inst.instance_id])["Reservations"][0]["Instances"][0]["VpcId"]
     groups = stack.ec2.describe_security_groups(
         Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["cordon-isolation"]}]

@@ -910,6 +910,11 @@ pub fn table(results: &Value, incident: &Incident, actions: &[Action]) -> Vec<Ro
                     r.status = Status::Bounded;
                     r.bound = Some(tracked_bound(t));
                     r.source = source::CONNTRACK.into();
+                    r.done = format!(
+                        "{}; connection-tracking timeouts lowered on every interface{}",
+                        r.done,
+                        d.verified()
+                    );
                 } else {
                     r.done = format!("{}; {}", r.done, not_lowered());
                 }

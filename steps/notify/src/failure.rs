@@ -254,7 +254,14 @@ pub async fn announce(
         return Ok(out);
     }
     let collected = collect(&Value::Array(summary.results.clone()));
-    let body = message(clients, ending, &incident, &d.execution_arn, &summary, &collected);
+    let body = message(
+        clients,
+        ending,
+        &incident,
+        &d.execution_arn,
+        &summary,
+        &collected,
+    );
     let attr = |v: &str| {
         MessageAttributeValue::builder()
             .data_type("String")
@@ -359,12 +366,20 @@ fn message(
         "Failed state: {}",
         s.failed_state.as_deref().unwrap_or("(unknown)")
     );
-    let _ = writeln!(m, "Error:        {}", s.error.as_deref().unwrap_or("(none)"));
+    let _ = writeln!(
+        m,
+        "Error:        {}",
+        s.error.as_deref().unwrap_or("(none)")
+    );
     let _ = writeln!(
         m,
         "Cause:        {}",
         crate::cause_text(s.cause.as_deref().unwrap_or("(none)"))
     );
+    // What is contained so far, path by path, from the outputs of the steps that succeeded.
+    let table = crate::containment::table(&Value::Array(s.results.clone()), incident, &c.actions);
+    let _ = writeln!(m);
+    m.push_str(&crate::containment::render(&table));
     let changed: Vec<_> = c
         .actions
         .iter()
@@ -425,7 +440,12 @@ mod tests {
     }
     fn entered(id: i64, name: &str) -> HistoryEvent {
         ev(id, HistoryEventType::TaskStateEntered)
-            .state_entered_event_details(StateEnteredEventDetails::builder().name(name).build().unwrap())
+            .state_entered_event_details(
+                StateEnteredEventDetails::builder()
+                    .name(name)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap()
     }
@@ -464,7 +484,10 @@ mod tests {
             entered(3, "Quarantine network: final attempt"),
             failed(4, "AccessDenied"),
         ]);
-        assert_eq!(s.failed_state.as_deref(), Some("Quarantine network: final attempt"));
+        assert_eq!(
+            s.failed_state.as_deref(),
+            Some("Quarantine network: final attempt")
+        );
         assert_eq!(s.error.as_deref(), Some("AccessDenied"));
         assert_eq!(s.attempt, 0);
         assert!(!s.rejected);
@@ -475,10 +498,20 @@ mod tests {
     #[test]
     fn a_redriven_attempt_is_counted_and_a_rejection_is_recognised() {
         let redriven = ev(5, HistoryEventType::ExecutionRedriven)
-            .execution_redriven_event_details(ExecutionRedrivenEventDetails::builder().redrive_count(1).build())
+            .execution_redriven_event_details(
+                ExecutionRedrivenEventDetails::builder()
+                    .redrive_count(1)
+                    .build(),
+            )
             .build()
             .unwrap();
-        let s = summarize(&[entered(1, "A"), failed(2, "X"), redriven, entered(6, "A"), failed(7, "X")]);
+        let s = summarize(&[
+            entered(1, "A"),
+            failed(2, "X"),
+            redriven,
+            entered(6, "A"),
+            failed(7, "X"),
+        ]);
         assert_eq!(s.attempt, 1);
         let s = summarize(&[entered(1, REJECTION_STATE), failed(2, "InvalidInput")]);
         assert!(s.rejected);

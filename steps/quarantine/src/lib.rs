@@ -123,6 +123,11 @@ pub async fn quarantine(clients: &Clients, incident: &Incident) -> Result<Output
 
     const DEREGISTER: &str = "deregister from target group";
     let registrations = lookup::target_registrations(&clients.elbv2, Some(&vpc_id), id).await?;
+    // A target already `draining` was deregistered by an earlier attempt: nothing left to do.
+    let registrations: Vec<TargetRegistration> = registrations
+        .into_iter()
+        .filter(|r| !r.is_deregistering())
+        .collect();
     for r in &registrations {
         timeline.intend(
             DEREGISTER,
@@ -227,9 +232,16 @@ async fn verify(
         )),
         None => problems.push(format!("isolation group {isolation} not found")),
     }
+    // A deregistered target stays listed as `draining` (Target.DeregistrationInProgress) for the
+    // group's deregistration delay, 300 s by default, and gets no new requests meanwhile; `unused`
+    // gets none either (TargetRegistration::is_out_of_service, with the ELBv2 docs).
     let still = lookup::target_registrations(&clients.elbv2, Some(vpc_id), instance_id).await?;
-    for r in still {
-        problems.push(format!("still registered in {}", r.target_group_arn));
+    for r in still.iter().filter(|r| !r.is_out_of_service()) {
+        problems.push(format!(
+            "still registered in {} ({})",
+            r.target_group_arn,
+            r.state.as_deref().unwrap_or("state unknown")
+        ));
     }
     if problems.is_empty() {
         tracing::info!("containment verified");

@@ -21,7 +21,8 @@ use aws_sdk_elasticloadbalancingv2::operation::deregister_targets::DeregisterTar
 use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsOutput;
 use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
 use aws_sdk_elasticloadbalancingv2::types::{
-    TargetDescription, TargetGroup, TargetHealthDescription,
+    TargetDescription, TargetGroup, TargetHealth, TargetHealthDescription, TargetHealthReasonEnum,
+    TargetHealthStateEnum,
 };
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use cordon_common::testing::ec2_error;
@@ -349,4 +350,86 @@ async fn a_rule_revoked_meanwhile_by_another_execution_is_not_an_error() {
         });
     let out = quarantine(&clients(&ec2, &elb), &incident()).await.unwrap();
     assert!(out.verified);
+}
+
+/// DescribeTargetHealth as ELBv2 answers it: `healthy` while registered, then `after` (with the
+/// reason code API_TargetHealth gives it) once DeregisterTargets ran.
+fn health_after_deregistration(w: &World, after: TargetHealthStateEnum) -> Rule {
+    let w = w.clone();
+    mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health).then_compute_output(
+        move |_| {
+            let registered = w.lock().unwrap().registered;
+            let (state, reason) = match (registered, &after) {
+                (true, _) => (TargetHealthStateEnum::Healthy, None),
+                (false, TargetHealthStateEnum::Draining) => (
+                    TargetHealthStateEnum::Draining,
+                    Some(TargetHealthReasonEnum::DeregistrationInProgress),
+                ),
+                (false, other) => (other.clone(), Some(TargetHealthReasonEnum::NotInUse)),
+            };
+            DescribeTargetHealthOutput::builder()
+                .target_health_descriptions(
+                    TargetHealthDescription::builder()
+                        .target(TargetDescription::builder().id(ID).port(80).build())
+                        .target_health(
+                            TargetHealth::builder()
+                                .state(state)
+                                .set_reason(reason)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_target_draining_or_unused_after_deregistration_is_out_of_service() {
+    // ELBv2 keeps a deregistered target listed as `draining` for the deregistration delay.
+    for after in [
+        TargetHealthStateEnum::Draining,
+        TargetHealthStateEnum::Unused,
+    ] {
+        let w = world();
+        let (ec2, mut elb) = rules(&w);
+        elb[1] = health_after_deregistration(&w, after.clone());
+        let out = quarantine(&clients(&ec2, &elb), &incident())
+            .await
+            .unwrap_or_else(|e| panic!("{after:?}: {e}"));
+        assert!(out.verified);
+        assert_eq!(elb[2].num_calls(), 1, "deregistered once");
+        assert_eq!(out.deregistered.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_rerun_while_the_target_drains_does_not_deregister_it_again() {
+    let w = world();
+    w.lock().unwrap().registered = false; // deregistered by the first attempt, still draining
+    let (ec2, mut elb) = rules(&w);
+    elb[1] = health_after_deregistration(&w, TargetHealthStateEnum::Draining);
+    let out = quarantine(&clients(&ec2, &elb), &incident()).await.unwrap();
+    assert!(out.verified);
+    assert_eq!(elb[2].num_calls(), 0, "no second DeregisterTargets");
+    assert!(out.deregistered.is_empty());
+}
+
+#[tokio::test]
+async fn a_target_still_in_service_after_deregistration_fails_verification() {
+    let w = world();
+    let (ec2, mut elb) = rules(&w);
+    // DeregisterTargets "succeeds" but the target stays healthy: verification must notice.
+    elb[2] = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
+        .then_output(|| DeregisterTargetsOutput::builder().build());
+    elb[1] = health_after_deregistration(&w, TargetHealthStateEnum::Draining);
+    let err = quarantine(&clients(&ec2, &elb), &incident())
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "ContainmentNotVerified");
+    assert!(
+        err.to_string()
+            .contains("still registered in arn:tg/web (healthy)"),
+        "{err}"
+    );
 }
