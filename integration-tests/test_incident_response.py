@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 
 import pytest
@@ -127,11 +128,13 @@ def assert_contained(stack, inst, incident: str, ssm_collected: bool | None) -> 
         Filters=[{"Name": "instance-id", "Values": [iid]}]
     )["IamInstanceProfileAssociations"]
     assert [a for a in assocs if a["State"] in ("associated", "associating")] == []
-    policy = stack.iam.get_role_policy(RoleName="app-server", PolicyName=f"cordon-revoke-{iid}")["PolicyDocument"]
+    # One Cordon policy per role lists every instance under response (detach-profile's revoke.rs).
+    policy = stack.iam.get_role_policy(RoleName="app-server", PolicyName="cordon-revoke")["PolicyDocument"]
     if isinstance(policy, str):
         policy = json.loads(policy)
-    assert policy["Statement"][0]["Effect"] == "Deny"
-    assert policy["Statement"][0]["Condition"]["StringEquals"]["ec2:SourceInstanceARN"].endswith(f":instance/{iid}")
+    [deny] = [s for s in policy["Statement"] if s.get("Sid") == "CordonRevokeInstanceCredentials"]
+    assert deny["Effect"] == "Deny" and deny["Action"] == "*"
+    assert f"arn:aws:ec2:us-east-1:123456789012:instance/{iid}" in deny["Condition"]["StringEquals"]["ec2:SourceInstanceARN"]
     # Isolated: every interface only in the isolation group, which has no rules.
     iso = isolation_group_id(stack, desc["VpcId"])
     enis = stack.ec2.describe_network_interfaces(Filters=[{"Name": "attachment.instance-id", "Values": [iid]}])
@@ -140,6 +143,8 @@ def assert_contained(stack, inst, incident: str, ssm_collected: bool | None) -> 
         assert [g["GroupId"] for g in eni["Groups"]] == [iso], eni["NetworkInterfaceId"]
     tags = {t["Key"]: t["Value"] for t in desc.get("Tags", [])}
     assert tags.get("cordon:status") == "quarantined" and tags.get("cordon:incident-id") == incident
+    # The instance metadata endpoint is off: no profile associated later can hand out credentials.
+    assert desc["MetadataOptions"]["HttpEndpoint"] == "disabled", desc["MetadataOptions"]
     # Out of the Auto Scaling group and the target group. A deregistered target is listed as
     # `draining` (Target.DeregistrationInProgress) for the group's deregistration delay, then not at
     # all (https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_TargetHealth.html).
@@ -308,11 +313,33 @@ def test_throttling_is_retried_to_the_same_end_state(stack):
     assert_contained(stack, inst, incident, ssm_collected=False)
 
 
-def test_a_failed_quarantine_is_loud_and_a_second_execution_completes_without_duplicates(stack):
+def wait_for(stack, arn: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        desc = stack.sfn.describe_execution(executionArn=arn)
+        if desc["status"] != "RUNNING":
+            return desc
+        assert time.monotonic() < deadline, f"{arn} still RUNNING after {timeout}s"
+        time.sleep(0.25)
+
+
+def messages_until(stack, instance_id: str, subject_suffix: str, timeout: float = 30) -> list[dict]:
+    """The notifications for the instance, waiting until one ends with ``subject_suffix`` (the
+    failure announcement arrives asynchronously: status-change event, rule, notify)."""
+    got, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got += notifications_for(stack, instance_id)
+        if any(m["Subject"].endswith(subject_suffix) for m in got):
+            time.sleep(1)  # and nothing more arrives
+            return got + notifications_for(stack, instance_id)
+    return got
+
+
+def test_a_failed_quarantine_fails_at_its_own_state_after_every_other_measure_and_redrives(stack):
     inst = seed_exposed(stack, name="quarantine-fails", ssm=False)
     # The fault matches requests that mention the ID: ModifyNetworkInterfaceAttribute names the interface.
     stack.control("/faults", {"service": "ec2", "action": "ModifyNetworkInterfaceAttribute", "code": "UnauthorizedOperation",
-                              "status": 403, "count": 1000, "instance_id": inst.network_interface_ids[0]})
+                              "status": 403, "count": -1, "instance_id": inst.network_interface_ids[0]})
     incident = incident_id()
     stack.notifications()
     try:
@@ -321,24 +348,66 @@ def test_a_failed_quarantine_is_loud_and_a_second_execution_completes_without_du
         stack.control("/faults", method="DELETE")
     assert desc["status"] == "FAILED"
     assert failed_event(events)["error"] == "AccessDenied"
-    assert "Announce CONTAINMENT FAILED" in states_entered(events)
-    [m] = notifications_for(stack, inst.instance_id)
+    # The execution fails at the step's own Task (what a redrive reruns), never in a Fail state.
+    entered = states_entered(events)
+    assert entered[-1] == "Quarantine network: final attempt", entered
+    assert not [e for e in events if e["type"] == "FailStateEntered"]
+    # Every other containment measure was applied all the same (read back from the emulator).
+    assert attribute(stack, inst.instance_id, "disableApiTermination") is True
+    assert attribute(stack, inst.instance_id, "instanceInitiatedShutdownBehavior") == "stop"
+    assert [a for a in stack.ec2.describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": [inst.instance_id]}])["IamInstanceProfileAssociations"]
+        if a["State"] in ("associated", "associating")] == []
+    snaps = incident_snapshots(stack, incident, inst.instance_id)
+    assert sorted(s["VolumeId"] for s in snaps) == sorted(inst.volume_ids)
+    # Announced once from outside the execution, naming the state that failed and how to redrive.
+    [m] = [m for m in messages_until(stack, inst.instance_id, "CONTAINMENT FAILED")]
     assert m["Subject"] == f"[Cordon] {inst.instance_id} CONTAINMENT FAILED"
     assert m["MessageAttributes"]["severity"]["Value"] == "critical"
-    assert "enable termination protection" in m["Message"], "says what was done before the failure"
-    snaps = incident_snapshots(stack, incident, inst.instance_id)
+    for needle in ("Quarantine network: final attempt", "AccessDenied", "enable termination protection",
+                   f"aws stepfunctions redrive-execution --execution-arn {desc['executionArn']}"):
+        assert needle in m["Message"], (needle, m["Message"])
     objects = {o["Key"]: o["ETag"] for o in stack.objects_under(f"{incident}/")}
 
-    # moto cannot redrive (RedriveExecution is not implemented): a second execution for the same
-    # incident proves the same property, since every step converges.
-    desc, _ = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=f"{incident}-redrive")
+    # The cause is fixed (the fault removed): a redrive resumes at the failed state.
+    stack.sfn.redrive_execution(executionArn=desc["executionArn"])
+    desc = wait_for(stack, desc["executionArn"])
     assert desc["status"] == "SUCCEEDED", desc
+    assert desc.get("redriveCount") == 1
+    history = stack.sfn.get_execution_history(executionArn=desc["executionArn"], maxResults=1000)["events"]
+    after_redrive = [e for e in sorted(history, key=lambda e: e["id"])
+                     if e["id"] > next(x["id"] for x in history if x["type"] == "ExecutionRedriven")]
+    rerun = [e["stateEnteredEventDetails"]["name"] for e in after_redrive if e["type"].endswith("StateEntered")]
+    assert rerun[0] == "Quarantine network: final attempt" and "Contain" not in rerun, rerun
     assert incident_snapshots(stack, incident, inst.instance_id) == snaps, "no duplicate snapshots"
     after = {o["Key"]: o["ETag"] for o in stack.objects_under(f"{incident}/")}
     assert {k: after[k] for k in objects} == objects, "no evidence object replaced"
     vpc = stack.ec2.describe_instances(InstanceIds=[inst.instance_id])["Reservations"][0]["Instances"][0]["VpcId"]
     isolation_group_id(stack, vpc)  # exactly one isolation group in the VPC
     assert_contained(stack, inst, incident, ssm_collected=False)
+    contained = [m for m in messages_until(stack, inst.instance_id, "CONTAINED") if m["Subject"].endswith("CONTAINED")]
+    assert len(contained) == 1, contained
+
+
+def test_containment_comes_before_anything_slow(stack):
+    """The network is cut and the credentials revoked before the console capture and the SSM
+    collection start."""
+    inst = seed_exposed(stack, name="order", ssm=True)
+    incident = incident_id()
+    since = stack.last_request_seq()
+    desc, events = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident, timeout=180)
+    assert desc["status"] == "SUCCEEDED", desc
+    entered = states_entered(events)
+    assert entered.index("Contain") < entered.index("Capture console") < entered.index("Attach forensic profile")
+    reqs = stack.requests(since=since)
+    seq = lambda action: [r["seq"] for r in reqs if r["action"] == action]  # noqa: E731
+    moves, disassociate = seq("ModifyNetworkInterfaceAttribute"), seq("DisassociateIamInstanceProfile")
+    screenshot, send = seq("GetConsoleScreenshot"), seq("SendCommand")
+    assert moves and disassociate and screenshot and send
+    first_move = min(moves)
+    assert first_move < min(screenshot) and min(disassociate) < min(screenshot) and first_move < min(send)
+    # The interfaces reached the isolation group before the collection started.
+    assert max(moves) < min(send)
 
 
 def test_two_instances_at_once_are_both_contained_with_evidence_kept_apart(stack):

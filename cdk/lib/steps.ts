@@ -418,6 +418,21 @@ export const STEPS: readonly StepDefinition[] = [
         why: `find the interfaces, the existing isolation group and the target groups: ${NO_RESOURCE_LEVEL}`,
       },
       {
+        sid: 'DescribeNetworkPaths',
+        actions: [
+          'ec2:DescribeRouteTables',
+          'ec2:DescribeNetworkAcls',
+          'ec2:DescribeNatGateways',
+          'ec2:DescribeVpcEndpoints',
+          'ec2:DescribeTransitGatewayVpcAttachments',
+          'ec2:DescribeAddresses',
+          'elasticloadbalancing:DescribeLoadBalancers',
+        ],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `read the network facts of the containment table (routes and where they lead, network ACLs, NAT gateways, endpoints, transit gateway attachments, Elastic IPs, load balancers): ${NO_RESOURCE_LEVEL}`,
+      },
+      {
         sid: 'CreateTaggedGroup',
         actions: ['ec2:CreateSecurityGroup'],
         resources: [arn.securityGroups],

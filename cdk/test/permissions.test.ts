@@ -58,7 +58,11 @@ const EXPECTED_ACTIONS: Record<string, string[]> = {
     'ec2:AuthorizeSecurityGroupEgress', 'ec2:RevokeSecurityGroupIngress', 'ec2:RevokeSecurityGroupEgress',
     'ec2:ModifyNetworkInterfaceAttribute',
     'elasticloadbalancing:DescribeTargetGroups', 'elasticloadbalancing:DescribeTargetHealth',
-    'elasticloadbalancing:DeregisterTargets', ...LOGS,
+    'elasticloadbalancing:DeregisterTargets',
+    // the containment table's network facts
+    'ec2:DescribeRouteTables', 'ec2:DescribeNetworkAcls', 'ec2:DescribeNatGateways', 'ec2:DescribeVpcEndpoints',
+    'ec2:DescribeTransitGatewayVpcAttachments', 'ec2:DescribeAddresses', 'elasticloadbalancing:DescribeLoadBalancers',
+    ...LOGS,
   ],
   NotifyFunctionArn: ['sns:Publish', ...S3_RW, ...LOGS],
 };
@@ -70,6 +74,8 @@ const NO_RESOURCE_TYPE = new Set([
   'autoscaling:DescribeAutoScalingInstances', 'elasticloadbalancing:DescribeTargetGroups',
   'elasticloadbalancing:DescribeTargetHealth', 'ssm:DescribeInstanceInformation', 'ssm:ListCommands',
   'ssm:GetCommandInvocation',
+  'ec2:DescribeRouteTables', 'ec2:DescribeNetworkAcls', 'ec2:DescribeNatGateways', 'ec2:DescribeVpcEndpoints',
+  'ec2:DescribeTransitGatewayVpcAttachments', 'ec2:DescribeAddresses', 'elasticloadbalancing:DescribeLoadBalancers',
 ]);
 
 const roleOf = (placeholder: string): string => {

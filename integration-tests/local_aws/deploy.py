@@ -54,7 +54,8 @@ FUNCTION_PLACEHOLDERS = {
     "quarantine": "QuarantineFunctionArn",
     "notify": "NotifyFunctionArn",
 }
-LOCAL_SETTINGS = {"CollectionWaitSeconds": "1", "CollectionMaxPolls": "20"}
+# The collection script runs for real (linux.sh, ~5 s idle, 20+ s on a loaded 2-core machine).
+LOCAL_SETTINGS = {"CollectionWaitSeconds": "1", "CollectionMaxPolls": "45"}
 DEFAULT_ASL = Path(__file__).resolve().parents[2] / "statemachine.asl.json"
 
 
