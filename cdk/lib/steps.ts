@@ -11,7 +11,10 @@
 //     CreateSnapshots takes instance*, volume*, snapshot*; CreateSnapshot volume*, snapshot*;
 //     CreateSecurityGroup security-group* (aws:RequestTag) and vpc; the security-group rule
 //     actions security-group* (aws:ResourceTag); ModifyNetworkInterfaceAttribute
-//     network-interface*, instance, security-group, subnet; CreateTags supports ec2:CreateAction
+//     network-interface*, instance, security-group, subnet (the connection-tracking timeouts are
+//     set with the same action); CreateNetworkAclEntry network-acl* (aws:ResourceTag,
+//     ec2:NetworkAclID, ec2:Vpc); DescribeInstanceTypes and DescribeNetworkAcls no resource
+//     type; CreateTags supports ec2:CreateAction
 //     and aws:TagKeys; AssociateIamInstanceProfile supports ec2:NewInstanceProfile;
 //     StopInstances and ModifyInstanceMetadataOptions take instance* (aws:ResourceTag).
 //   - list_awssystemsmanager.html: SendCommand takes document*, instance, managed-instance and
@@ -45,6 +48,8 @@ export interface ScopeArns {
   readonly topicKeyArn: string;
   readonly forensicRoleArn: string;
   readonly forensicInstanceProfileArn: string;
+  /** `arn:...:execution:<state machine name>:*`: the executions of Cordon's state machine. */
+  readonly executionsArn: string;
 }
 
 export interface StepStatement {
@@ -84,6 +89,7 @@ export const arn = {
   securityGroups: `arn:${partition}:ec2:${region}:${account}:security-group/*`,
   networkInterfaces: `arn:${partition}:ec2:${region}:${account}:network-interface/*`,
   subnets: `arn:${partition}:ec2:${region}:${account}:subnet/*`,
+  networkAcls: `arn:${partition}:ec2:${region}:${account}:network-acl/*`,
   vpcs: `arn:${partition}:ec2:${region}:${account}:vpc/*`,
   autoScalingGroups: `arn:${partition}:autoscaling:${region}:${account}:autoScalingGroup:*:autoScalingGroupName/*`,
   targetGroups: `arn:${partition}:elasticloadbalancing:${region}:${account}:targetgroup/*/*`,
@@ -410,12 +416,13 @@ export const STEPS: readonly StepDefinition[] = [
           'ec2:DescribeInstances',
           'ec2:DescribeSecurityGroups',
           'ec2:DescribeNetworkInterfaces',
+          'ec2:DescribeInstanceTypes',
           'elasticloadbalancing:DescribeTargetGroups',
           'elasticloadbalancing:DescribeTargetHealth',
         ],
         resources: ['*'],
         conditions: inRegion,
-        why: `find the interfaces, the existing isolation group and the target groups: ${NO_RESOURCE_LEVEL}`,
+        why: `find the interfaces (and the ones sharing their subnets), the existing isolation group, the target groups, and whether the instance type can lower its connection-tracking timeouts (Nitro only): ${NO_RESOURCE_LEVEL}`,
       },
       {
         sid: 'DescribeNetworkPaths',
@@ -485,6 +492,12 @@ export const STEPS: readonly StepDefinition[] = [
         why: `the groups named in the call are authorized too: only groups carrying ${ROLE_TAG}, so an interface can be moved into the isolation group and nowhere else`,
       },
       {
+        sid: 'DenyInstanceAddressesInNetworkAcls',
+        actions: ['ec2:CreateNetworkAclEntry'],
+        resources: [arn.networkAcls],
+        why: 'add deny rules for the instance\'s own addresses to the network ACLs that see its packets (options.network sg+nacl); the ACLs are the customer\'s and known only at run time, so any network ACL of this account and region. The Service Authorization Reference gives CreateNetworkAclEntry only aws:ResourceTag, ec2:NetworkAclID, ec2:ResourceTag and ec2:Vpc as condition keys: nothing names the rule\'s action, number or CIDR, and the VPC is known only at run time, so the step code is what keeps the rules to deny rules for the instance\'s addresses (it never replaces or deletes an entry: no ReplaceNetworkAclEntry or DeleteNetworkAclEntry is granted)',
+      },
+      {
         sid: 'DeregisterTargets',
         actions: ['elasticloadbalancing:DeregisterTargets'],
         resources: [arn.targetGroups],
@@ -511,6 +524,12 @@ export const STEPS: readonly StepDefinition[] = [
         resources: [arns.topicKeyArn],
         conditions: { StringEquals: { 'kms:ViaService': `sns.${region}.amazonaws.com` } },
         why: 'a publisher to a KMS-encrypted topic needs GenerateDataKey and Decrypt on its key: only the topic key, only through SNS',
+      },
+      {
+        sid: 'ReadFailedExecution',
+        actions: ['states:GetExecutionHistory', 'states:DescribeExecution'],
+        resources: [arns.executionsArn],
+        why: 'announce a failed, timed-out or aborted response from outside it (the status-change rule invokes notify): which state failed, with which error, what was done before; only executions of the Cordon state machine',
       },
       ...evidence(arns, { read: true, write: true, list: true }),
     ],

@@ -59,12 +59,14 @@ const EXPECTED_ACTIONS: Record<string, string[]> = {
     'ec2:ModifyNetworkInterfaceAttribute',
     'elasticloadbalancing:DescribeTargetGroups', 'elasticloadbalancing:DescribeTargetHealth',
     'elasticloadbalancing:DeregisterTargets',
+    // connection-tracking support of the instance type; network ACL deny rules
+    'ec2:DescribeInstanceTypes', 'ec2:CreateNetworkAclEntry',
     // the containment table's network facts
     'ec2:DescribeRouteTables', 'ec2:DescribeNetworkAcls', 'ec2:DescribeNatGateways', 'ec2:DescribeVpcEndpoints',
     'ec2:DescribeTransitGatewayVpcAttachments', 'ec2:DescribeAddresses', 'elasticloadbalancing:DescribeLoadBalancers',
     ...LOGS,
   ],
-  NotifyFunctionArn: ['sns:Publish', ...S3_RW, ...LOGS],
+  NotifyFunctionArn: ['sns:Publish', 'states:DescribeExecution', 'states:GetExecutionHistory', ...S3_RW, ...LOGS],
 };
 
 /** Actions for which the Service Authorization Reference lists no resource type: only these may be on "*". */
@@ -76,6 +78,7 @@ const NO_RESOURCE_TYPE = new Set([
   'ssm:GetCommandInvocation',
   'ec2:DescribeRouteTables', 'ec2:DescribeNetworkAcls', 'ec2:DescribeNatGateways', 'ec2:DescribeVpcEndpoints',
   'ec2:DescribeTransitGatewayVpcAttachments', 'ec2:DescribeAddresses', 'elasticloadbalancing:DescribeLoadBalancers',
+  'ec2:DescribeInstanceTypes',
 ]);
 
 const roleOf = (placeholder: string): string => {
@@ -247,6 +250,19 @@ describe('step function roles', () => {
     assert.deepEqual(moveToGroups[0].Condition, { Null: { 'aws:ResourceTag/cordon:role': 'false' } });
   });
 
+  test('quarantine: adds network ACL entries only, on network ACLs only, and never replaces or deletes one', () => {
+    const { statements } = roleGrants(template, roleOf('QuarantineFunctionArn'));
+    const create = statementsWith(statements, 'ec2:CreateNetworkAclEntry');
+    assert.equal(create.length, 1);
+    assert.deepEqual(resourcesOfStatement(create[0]), [
+      'arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-acl/*',
+    ]);
+    assert.deepEqual(list(create[0].Action), ['ec2:CreateNetworkAclEntry']);
+    for (const action of ['ec2:ReplaceNetworkAclEntry', 'ec2:DeleteNetworkAclEntry', 'ec2:ReplaceNetworkAclAssociation']) {
+      assert.equal(statementsWith(statements, action).length, 0, action);
+    }
+  });
+
   test('notify: publishes only to the Cordon topic, with its key via SNS', () => {
     const { statements } = roleGrants(template, roleOf('NotifyFunctionArn'));
     const [publish] = statementsWith(statements, 'sns:Publish');
@@ -297,7 +313,9 @@ describe('other roles', () => {
   });
 
   test('the GuardDuty rule role only starts this state machine', () => {
-    const [rule] = Object.values(resourcesOf(template, 'AWS::Events::Rule'));
+    const [rule] = Object.entries(resourcesOf(template, 'AWS::Events::Rule'))
+      .filter(([id]) => id.startsWith('GuardDutyRule'))
+      .map(([, r]) => r);
     const roleId = logicalIdOf(rule.Properties.Targets[0].RoleArn);
     const { statements } = roleGrants(template, roleId);
     assert.deepEqual(actionsOf(statements), ['states:StartExecution']);

@@ -13,7 +13,9 @@ Control (``/_cordon/faults``): ``POST`` a rule, ``GET`` the rules with what is l
      "status": 503, "count": 3, "instance_id": "i-...", "message": "..."}
 
 ``action`` ``"*"`` matches every action of the service; ``count`` -1 never runs out;
-``instance_id`` restricts the rule to requests that mention that ID (body, path or query);
+``instance_id`` restricts the rule to requests that mention that ID (body, path or query; any ID
+works, e.g. a network interface's); ``skip`` lets that many matching requests through first (to
+fail the second of two calls on the same resource);
 ``body`` (with optional ``headers``) answers a scripted body instead of an error.
 
 AWS error references: EC2 https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html,
@@ -63,6 +65,7 @@ class FaultRule:
     count: int  # remaining; -1 = unlimited
     message: str
     instance_id: str | None = None
+    skip: int = 0  # matching requests still to let through before the rule fires
     body: str | None = None
     headers: dict | None = None
     fired: int = 0
@@ -97,6 +100,7 @@ class FaultInjector:
             count=int(spec.get("count", 1)),
             message=spec.get("message") or DEFAULT_MESSAGES.get(code, f"{code} (injected by the local stack)"),
             instance_id=spec.get("instance_id"),
+            skip=int(spec.get("skip", 0)),
             body=spec.get("body"),
             headers=spec.get("headers"),
         )
@@ -117,6 +121,9 @@ class FaultInjector:
         with self._lock:
             rule = next((r for r in self._rules if r.matches(req)), None)
             if rule is None:
+                return None
+            if rule.skip > 0:
+                rule.skip -= 1
                 return None
             if rule.count > 0:
                 rule.count -= 1

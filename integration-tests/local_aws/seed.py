@@ -1,7 +1,8 @@
 """Seeds a realistic "compromised web server" environment, and more instances on demand.
 
 The shape mirrors a typical production web tier, so every Cordon step has something real to act on:
-a VPC with two subnets in two AZs, a security group ``web`` with ingress rules, an instance profile
+a VPC with two subnets in two AZs and a private subnet behind a NAT gateway (``add_nat_layout``), a
+security group ``web`` with ingress rules, an instance profile
 ``app-server``, and ``web-01``: running, three EBS volumes, two network interfaces, the profile
 associated, tags ``Name``/``env``, in an Auto Scaling group and an ELBv2 target group, and an
 SSM managed node. ``web-02`` is a second running instance that is not SSM-managed.
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from dataclasses import asdict, dataclass, field
+import ipaddress
+from dataclasses import asdict, dataclass, field, replace
 
 from .deploy import client
 
@@ -44,6 +46,12 @@ class SeedContext:
     key_name: str
     # The Application Load Balancer whose listener forwards to ``target_group_arn``.
     load_balancer_arn: str = ""
+    # A private subnet (first zone) whose default route leads to a NAT gateway in a public subnet
+    # (first zone, routed to an internet gateway, with a network ACL of its own): see
+    # ``add_nat_layout``; ``seed_instance(private=True)`` launches into it.
+    public_subnet_id: str = ""
+    private_subnet_id: str = ""
+    nat_gateway_id: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +84,95 @@ def control(control_url: str, method: str, path: str, body: dict | None = None) 
         return json.loads(resp.read() or b"{}")
 
 
+def _allow_all_acl(ec2, vpc_id: str, subnet_id: str, name: str, ipv6: bool) -> str:
+    """A network ACL of its own for ``subnet_id`` that allows all traffic (rule 100, and 101 for
+    IPv6), as a public subnet's ACL commonly does; returns its ID."""
+    acl_id = ec2.create_network_acl(
+        VpcId=vpc_id, TagSpecifications=[{"ResourceType": "network-acl", "Tags": [{"Key": "Name", "Value": name}]}]
+    )["NetworkAcl"]["NetworkAclId"]
+    for egress in (False, True):
+        ec2.create_network_acl_entry(
+            NetworkAclId=acl_id, RuleNumber=100, Protocol="-1", RuleAction="allow", Egress=egress, CidrBlock="0.0.0.0/0"
+        )
+        if ipv6:
+            ec2.create_network_acl_entry(
+                NetworkAclId=acl_id, RuleNumber=101, Protocol="-1", RuleAction="allow", Egress=egress, Ipv6CidrBlock="::/0"
+            )
+    # A subnet is always associated with exactly one ACL: replace its current association.
+    current = ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}])
+    association = next(
+        a["NetworkAclAssociationId"] for acl in current["NetworkAcls"] for a in acl["Associations"] if a["SubnetId"] == subnet_id
+    )
+    ec2.replace_network_acl_association(AssociationId=association, NetworkAclId=acl_id)
+    return acl_id
+
+
+def add_nat_layout(
+    ec2, vpc_id: str, zone: str, public_cidr: str, private_cidr: str, private_acl: bool = False, ipv6: bool = False
+) -> dict[str, str]:
+    """The most common layout for a server that must not be reachable from the internet: an internet
+    gateway; a public subnet routed to it, holding a NAT gateway (with an Elastic IP) and a network
+    ACL of its own; a private subnet whose default route is the NAT gateway. ``private_acl`` gives
+    the private subnet an ACL of its own too (else it keeps the VPC's default ACL); ``ipv6`` gives
+    it a /64 of the VPC's IPv6 block. Returns the ``SeedContext`` fields."""
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc_id)
+    public = ec2.create_subnet(VpcId=vpc_id, CidrBlock=public_cidr, AvailabilityZone=zone)["Subnet"]["SubnetId"]
+    public_rt = ec2.create_route_table(VpcId=vpc_id)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=public_rt, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    ec2.associate_route_table(RouteTableId=public_rt, SubnetId=public)
+    vpc_v6 = ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0].get("Ipv6CidrBlockAssociationSet") or []
+    _allow_all_acl(ec2, vpc_id, public, "public", ipv6=bool(vpc_v6))
+    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    nat = ec2.create_nat_gateway(SubnetId=public, AllocationId=allocation)["NatGateway"]["NatGatewayId"]
+    subnet = dict(VpcId=vpc_id, CidrBlock=private_cidr, AvailabilityZone=zone)
+    if ipv6:
+        block = ipaddress.ip_network(vpc_v6[0]["Ipv6CidrBlock"])
+        subnet["Ipv6CidrBlock"] = str(list(block.subnets(new_prefix=64))[20])
+    private = ec2.create_subnet(**subnet)["Subnet"]["SubnetId"]
+    private_rt = ec2.create_route_table(VpcId=vpc_id)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=private_rt, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    ec2.associate_route_table(RouteTableId=private_rt, SubnetId=private)
+    if private_acl:
+        _allow_all_acl(ec2, vpc_id, private, "private", ipv6=bool(vpc_v6))
+    return {"public_subnet_id": public, "private_subnet_id": private, "nat_gateway_id": nat}
+
+
+def seed_vpc(ctx: SeedContext, name: str, ipv6: bool = True, private_acl: bool = True) -> SeedContext:
+    """Another VPC shaped like the seeded one (two subnets in two zones, the NAT layout, a ``web``
+    group, a target group), for scenarios whose network ACLs must not be shared with the others;
+    returns ``ctx`` with this VPC's pieces (IAM, AMI, key and Auto Scaling group stay shared)."""
+    ec2, elbv2 = client("ec2", ctx.endpoint), client("elbv2", ctx.endpoint)
+    vpc_id = ec2.create_vpc(
+        CidrBlock="10.1.0.0/16",
+        AmazonProvidedIpv6CidrBlock=ipv6,
+        TagSpecifications=[{"ResourceType": "vpc", "Tags": [{"Key": "Name", "Value": name}]}],
+    )["Vpc"]["VpcId"]
+    zones = ctx.availability_zones
+    subnet_ids = [
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.1.{i + 1}.0/24", AvailabilityZone=az)["Subnet"]["SubnetId"]
+        for i, az in enumerate(zones)
+    ]
+    nat = add_nat_layout(ec2, vpc_id, zones[0], "10.1.10.0/24", "10.1.20.0/24", private_acl=private_acl, ipv6=ipv6)
+    sg_id = ec2.create_security_group(GroupName="web", Description="web tier", VpcId=vpc_id)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=sg_id,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+    )
+    tg_arn = elbv2.create_target_group(
+        Name=f"{name}-tg"[:32], Protocol="HTTP", Port=80, VpcId=vpc_id, TargetType="instance"
+    )["TargetGroups"][0]["TargetGroupArn"]
+    return replace(
+        ctx,
+        vpc_id=vpc_id,
+        subnet_ids=subnet_ids,
+        security_group_id=sg_id,
+        target_group_arn=tg_arn,
+        load_balancer_arn="",
+        **nat,
+    )
+
+
 def seed_environment(endpoint: str) -> tuple[SeedContext, SeededInstance, SeededInstance]:
     """The shared VPC/IAM/ASG/TG pieces, ``web-01`` (the demo instance) and ``web-02``."""
     ec2, iam, asg, elbv2 = (client(s, endpoint) for s in ("ec2", "iam", "autoscaling", "elbv2"))
@@ -89,6 +186,7 @@ def seed_environment(endpoint: str) -> tuple[SeedContext, SeededInstance, Seeded
         ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.0.{i + 1}.0/24", AvailabilityZone=az)["Subnet"]["SubnetId"]
         for i, az in enumerate(zones)
     ]
+    nat = add_nat_layout(ec2, vpc_id, zones[0], "10.0.10.0/24", "10.0.20.0/24")
     sg_id = ec2.create_security_group(GroupName="web", Description="web tier", VpcId=vpc_id)["GroupId"]
     ec2.authorize_security_group_ingress(
         GroupId=sg_id,
@@ -187,6 +285,7 @@ def seed_environment(endpoint: str) -> tuple[SeedContext, SeededInstance, Seeded
         target_group_arn=tg_arn,
         key_name="web-key",
         load_balancer_arn=alb_arn,
+        **nat,
     )
     web01 = seed_instance(
         ctx,
@@ -218,6 +317,8 @@ def seed_instance(
     delete_on_termination: bool | None = None,
     spot: bool = False,
     lifecycle_state: str | None = None,
+    private: bool = False,
+    ipv6: bool = False,
 ) -> SeededInstance:
     """A running instance of its own, shaped like ``web-01``; returns its IDs.
 
@@ -232,11 +333,15 @@ def seed_instance(
     ``spot`` (launched as a one-time Spot Instance: ``InstanceLifecycle`` ``spot``),
     ``lifecycle_state`` (its Auto Scaling lifecycle state, e.g. ``Terminating:Wait``, set through
     ``/_cordon/autoscaling/lifecycle-state``).
+
+    ``private`` launches it into the private subnet behind the NAT gateway (``subnet_index`` is
+    then ignored); ``ipv6`` gives its primary interface an IPv6 address (the subnet needs an IPv6
+    block: ``seed_vpc(ipv6=True)``).
     """
     ec2, asg, elbv2 = (client(s, ctx.endpoint) for s in ("ec2", "autoscaling", "elbv2"))
     control_url = control_url or f"{ctx.endpoint}/_cordon"
-    subnet_id = ctx.subnet_ids[subnet_index]
-    az = ctx.availability_zones[subnet_index]
+    subnet_id = ctx.private_subnet_id if private else ctx.subnet_ids[subnet_index]
+    az = ctx.availability_zones[0 if private else subnet_index]
     all_tags = {"Name": name, **(tags or {})}
     run = dict(
         ImageId=ctx.ami_id,
@@ -249,6 +354,8 @@ def seed_instance(
         MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()]}],
     )
+    if ipv6:
+        run["Ipv6AddressCount"] = 1
     if shutdown_behavior is not None:
         run["InstanceInitiatedShutdownBehavior"] = shutdown_behavior
     if termination_protection:

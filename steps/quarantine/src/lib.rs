@@ -7,24 +7,51 @@
 //!    soon as a group without rules applies
 //!    (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/security-group-connection-tracking.html>,
 //!    and the AWS Security Incident Response Guide's isolation technique). The flush group is
-//!    applied for the time of one API call;
-//! 3. deregisters the instance from every ELBv2 target group that has it;
-//! 4. tags it `cordon:status=quarantined` with the incident ID;
-//! 5. verifies by describing again: every interface has exactly the isolation group, that group has
-//!    no rules, no target group has the instance; otherwise `ContainmentNotVerified`.
+//!    applied for the time of one API call, and never left applied: every interface is processed
+//!    before anything is reported, and one whose move into isolation failed gets a second attempt
+//!    before the step fails;
+//! 3. lowers every interface's connection-tracking idle timeouts to their minimums, so that flows
+//!    tracked whatever the rules say end within a minute of going idle ([`conntrack`]);
+//! 4. with `options.network` `"sg+nacl"` (the default), denies the instance's own addresses in
+//!    every network ACL that can see its packets, both directions ([`nacl`]): ACLs are stateless,
+//!    so they cut the automatically tracked flows (a reverse shell through a NAT gateway) that the
+//!    groups cannot; what no ACL can reach is a recorded gap. `"sg"` records that gap instead;
+//! 5. deregisters the instance from every ELBv2 target group that has it;
+//! 6. tags it `cordon:status=quarantined` with the incident ID;
+//! 7. verifies by describing again: every interface has exactly the isolation group and the
+//!    minimum timeouts, that group has no rules, every deny rule is in place before any allow
+//!    rule that matches its address, no target group has the instance; otherwise
+//!    `ContainmentNotVerified`.
 //!
-//! Groups are found by name and tag per VPC, so reruns and other incidents reuse them; an interface
-//! already isolated is left alone.
+//! The measures are independent: a failed one does not stop the others (each failure is kept and
+//! the step fails with all of them once everything has been attempted).
+//!
+//! Groups are found by name and tag per VPC, so reruns and other incidents reuse them. An
+//! interface counts as done when it has only the isolation group and its timeouts are at their
+//! minimums (the last change made to it, and only made once its flush succeeded): it is left
+//! alone. Any other interface goes through flush and isolation again, so a rerun after a failed
+//! flush still flushes.
+//!
+//! Beside the changes, it gathers the facts of the instance's network (`network`, see [`facts`]),
+//! at the same time as it isolates, for the containment table of the notification.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{
-    IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroup, Tag, TagSpecification,
+    Instance, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroup, Tag, TagSpecification,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use cordon_common::incident::NetworkIsolation;
 use cordon_common::lookup::{self, filter, TargetRegistration};
+use cordon_common::network::NetworkFacts;
 use cordon_common::timeline::Timeline;
-use cordon_common::{lambda, Action, Incident, StepError};
+use cordon_common::{lambda, Action, Gap, Incident, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+pub mod conntrack;
+pub mod facts;
+pub mod nacl;
 
 pub const STEP: &str = "quarantine";
 pub const ISOLATION_GROUP: &str = "cordon-isolation";
@@ -51,7 +78,26 @@ pub struct Output {
     pub network_interface_ids: Vec<String>,
     pub deregistered: Vec<TargetRegistration>,
     pub verified: bool,
+    /// The instance type's support for configurable idle timeouts, and what every interface has
+    /// now (`null` when not configurable).
+    pub connection_tracking: ConnectionTracking,
+    /// The network ACL deny rules for the instance's addresses (what a release removes).
+    pub network_acl: nacl::AclOutcome,
+    /// The facts of the instance's network, for the containment table (absent if not gathered).
+    pub network: Option<NetworkFacts>,
     pub actions: Vec<Action>,
+    pub gaps: Vec<Gap>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectionTracking {
+    pub instance_type: Option<String>,
+    pub hypervisor: Option<String>,
+    pub configurable: bool,
+    /// The instance type's defaults (what an interface without its own setting has).
+    pub defaults: conntrack::Timeouts,
+    /// What every interface has after quarantine (read back), when configurable.
+    pub timeouts: Option<conntrack::Timeouts>,
 }
 
 pub async fn handle(clients: &Clients, event: Value) -> Result<Output, StepError> {
@@ -81,6 +127,228 @@ impl Role {
     }
 }
 
+/// One network interface of the instance as DescribeInstances reported it.
+#[derive(Debug, Clone)]
+struct Interface {
+    id: String,
+    subnet_id: String,
+    groups: Vec<String>,
+    timeouts: Option<conntrack::Timeouts>,
+    /// Private IPv4 and IPv6 addresses, and prefixes delegated to the interface.
+    cidrs: Vec<nacl::Cidr>,
+}
+
+fn interfaces_of(instance: &Instance) -> Vec<Interface> {
+    instance
+        .network_interfaces()
+        .iter()
+        .filter_map(|eni| {
+            let mut cidrs = Vec::new();
+            let hosts = eni
+                .private_ip_addresses()
+                .iter()
+                .filter_map(|a| a.private_ip_address())
+                .chain(eni.private_ip_address())
+                .chain(eni.ipv6_addresses().iter().filter_map(|a| a.ipv6_address()));
+            for host in hosts {
+                if let Ok(ip) = host.parse() {
+                    cidrs.push(nacl::Cidr::host(ip));
+                }
+            }
+            let prefixes = eni
+                .ipv4_prefixes()
+                .iter()
+                .filter_map(|p| p.ipv4_prefix())
+                .chain(eni.ipv6_prefixes().iter().filter_map(|p| p.ipv6_prefix()));
+            cidrs.extend(prefixes.filter_map(nacl::Cidr::parse));
+            cidrs.sort();
+            cidrs.dedup();
+            Some(Interface {
+                id: eni.network_interface_id()?.to_owned(),
+                subnet_id: eni.subnet_id().unwrap_or_default().to_owned(),
+                groups: eni
+                    .groups()
+                    .iter()
+                    .filter_map(|g| g.group_id())
+                    .map(str::to_owned)
+                    .collect(),
+                timeouts: eni
+                    .connection_tracking_configuration()
+                    .map(conntrack::Timeouts::from_instance),
+                cidrs,
+            })
+        })
+        .collect()
+}
+
+/// The failures of independent measures, kept until every measure has been attempted.
+#[derive(Debug, Default)]
+struct Failures(Vec<(String, StepError)>);
+
+impl Failures {
+    fn push(&mut self, what: impl Into<String>, err: StepError) {
+        let what = what.into();
+        tracing::error!(what = %what, error = %err, "containment measure failed; the others go on");
+        self.0.push((what, err));
+    }
+
+    fn ok<T>(&mut self, what: &str, result: Result<T, StepError>) -> Option<T> {
+        result.map_err(|e| self.push(what, e)).ok()
+    }
+
+    /// One error naming every failure. Its Step Functions name is the first deterministic one's
+    /// (retrying cannot fix it), or `Transient` when all were transient (a retry of the whole,
+    /// idempotent step can).
+    fn into_result(mut self) -> Result<(), StepError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let message = self
+            .0
+            .iter()
+            .map(|(what, e)| format!("{what}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let pick = self
+            .0
+            .iter()
+            .position(|(_, e)| e.name() != "Transient")
+            .unwrap_or(0);
+        let (_, representative) = self.0.swap_remove(pick);
+        Err(match representative {
+            StepError::Aws {
+                kind,
+                operation,
+                code,
+                source,
+                ..
+            } => StepError::Aws {
+                kind,
+                operation,
+                code,
+                message,
+                source,
+            },
+            StepError::ContainmentNotVerified(_) => StepError::ContainmentNotVerified(message),
+            other => {
+                tracing::error!(all = %message, "quarantine failures");
+                other
+            }
+        })
+    }
+}
+
+/// How one interface's move went.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moved {
+    /// Already done by an earlier run: nothing changed.
+    done: bool,
+    flushed: bool,
+    isolated: bool,
+}
+
+async fn set_groups(
+    ec2: &aws_sdk_ec2::Client,
+    eni_id: &str,
+    group_id: &str,
+) -> Result<(), StepError> {
+    ec2.modify_network_interface_attribute()
+        .network_interface_id(eni_id)
+        .groups(group_id)
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| StepError::aws("ModifyNetworkInterfaceAttribute", e))
+}
+
+/// Every interface into the isolation group, through the flush group when there is one.
+/// Processes every interface whatever happens to one; an interface whose move into isolation
+/// failed is tried once more at the end, so that none stays in the flush group (or open).
+async fn move_interfaces(
+    ec2: &aws_sdk_ec2::Client,
+    interfaces: &[Interface],
+    isolation: &str,
+    flush: Option<&str>,
+    timeouts_configurable: Option<bool>,
+    timeline: &mut Timeline,
+    failures: &mut Failures,
+) -> BTreeMap<String, Moved> {
+    const MOVE: &str = "isolate network interface";
+    let mut moved = BTreeMap::new();
+    let mut again = Vec::new();
+    for eni in interfaces {
+        let isolated = eni.groups == [isolation];
+        let timeouts_done = match timeouts_configurable {
+            Some(false) => true,
+            _ => eni.timeouts.is_some_and(|t| t.is_minimal()),
+        };
+        if isolated && timeouts_done {
+            timeline.record(MOVE, &eni.id, json!(eni.groups), json!([isolation]));
+            moved.insert(
+                eni.id.clone(),
+                Moved {
+                    done: true,
+                    flushed: false,
+                    isolated: true,
+                },
+            );
+            continue;
+        }
+        timeline.intend(MOVE, &eni.id, &json!(eni.groups), &json!([isolation]));
+        let mut m = Moved::default();
+        if let Some(flush) = flush {
+            match set_groups(ec2, &eni.id, flush).await {
+                Ok(()) => m.flushed = true,
+                // Not flushed: it still goes into isolation (closed to new and untracked flows)
+                // and its timeouts are left for the rerun, which then flushes it.
+                Err(e) => failures.push(format!("{}: into the flush group", eni.id), e),
+            }
+        }
+        match set_groups(ec2, &eni.id, isolation).await {
+            Ok(()) => {
+                m.isolated = true;
+                timeline.record(MOVE, &eni.id, json!(eni.groups), json!([isolation]));
+            }
+            Err(e) => {
+                failures.push(
+                    format!(
+                        "{}: into the isolation group{}",
+                        eni.id,
+                        if m.flushed {
+                            " (from the flush group)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    e,
+                );
+                again.push(eni);
+            }
+        }
+        moved.insert(eni.id.clone(), m);
+    }
+    for eni in again {
+        match set_groups(ec2, &eni.id, isolation).await {
+            Ok(()) => {
+                tracing::warn!(eni = %eni.id, "isolated at the second attempt");
+                timeline.record(MOVE, &eni.id, json!(eni.groups), json!([isolation]));
+                if let Some(m) = moved.get_mut(&eni.id) {
+                    m.isolated = true;
+                }
+            }
+            Err(e) => failures.push(
+                format!(
+                    "{}: into the isolation group, second attempt (it may still be in {})",
+                    eni.id,
+                    flush.unwrap_or("its own groups")
+                ),
+                e,
+            ),
+        }
+    }
+    moved
+}
+
 #[tracing::instrument(skip(clients), fields(instance_id = %incident.instance_id, incident_id = %incident.incident_id))]
 pub async fn quarantine(clients: &Clients, incident: &Incident) -> Result<Output, StepError> {
     let ec2 = &clients.ec2;
@@ -95,34 +363,120 @@ pub async fn quarantine(clients: &Clients, incident: &Incident) -> Result<Output
             ))
         })?
         .to_owned();
+    let interfaces = interfaces_of(&instance);
+    let interface_ids: Vec<String> = interfaces.iter().map(|i| i.id.clone()).collect();
 
-    let isolation = ensure_group(ec2, &vpc_id, Role::Isolation, &mut timeline).await?;
-    let flush = ensure_group(ec2, &vpc_id, Role::Flush, &mut timeline).await?;
+    // Read-only, and not on the path to isolation: runs beside it.
+    let network = tokio::spawn({
+        let (ec2, elbv2, instance) = (ec2.clone(), clients.elbv2.clone(), instance.clone());
+        async move { facts::gather(&ec2, &elbv2, &instance).await }
+    });
 
-    const MOVE: &str = "isolate network interface";
-    let mut interface_ids = Vec::new();
-    for eni in instance.network_interfaces() {
-        let Some(eni_id) = eni.network_interface_id() else {
-            continue;
-        };
-        interface_ids.push(eni_id.to_owned());
-        let before: Vec<&str> = eni.groups().iter().filter_map(|g| g.group_id()).collect();
-        if before != [isolation.as_str()] {
-            timeline.intend(MOVE, eni_id, &json!(before), &json!([isolation]));
-            for group in [&flush, &isolation] {
-                ec2.modify_network_interface_attribute()
-                    .network_interface_id(eni_id)
-                    .groups(group.as_str())
-                    .send()
-                    .await
-                    .map_err(|e| StepError::aws("ModifyNetworkInterfaceAttribute", e))?;
+    let mut failures = Failures::default();
+    let mut gaps = Vec::new();
+
+    // The two groups and the instance type's timeout support, at the same time: isolation waits
+    // for nothing else.
+    let (mut isolation_timeline, mut flush_timeline) = (Timeline::new(STEP), Timeline::new(STEP));
+    let (isolation, flush, support) = tokio::join!(
+        ensure_group(ec2, &vpc_id, Role::Isolation, &mut isolation_timeline),
+        ensure_group(ec2, &vpc_id, Role::Flush, &mut flush_timeline),
+        conntrack::support(ec2, instance.instance_type()),
+    );
+    let isolation = failures.ok("isolation group", isolation);
+    let flush = failures.ok("flush group", flush);
+    let support = failures.ok("connection-tracking support of the instance type", support);
+
+    let moved = match &isolation {
+        Some(isolation) => {
+            move_interfaces(
+                ec2,
+                &interfaces,
+                isolation,
+                flush.as_deref(),
+                support.as_ref().map(|s| s.configurable),
+                &mut timeline,
+                &mut failures,
+            )
+            .await
+        }
+        None => BTreeMap::new(),
+    };
+
+    // Timeouts: on every interface, except one put into isolation without its flush (the rerun
+    // must flush it, and it recognises a finished interface by its timeouts).
+    match &support {
+        Some(s) if !s.configurable => gaps.push(conntrack::unsupported(s)),
+        Some(s) => {
+            for eni in &interfaces {
+                let m = moved.get(&eni.id).copied().unwrap_or_default();
+                if m.isolated && !m.done && !m.flushed {
+                    continue;
+                }
+                if let Err(e) =
+                    conntrack::lower(ec2, &eni.id, eni.timeouts, s.defaults, &mut timeline).await
+                {
+                    failures.push(format!("{}: connection-tracking timeouts", eni.id), e);
+                }
             }
         }
-        timeline.record(MOVE, eni_id, json!(before), json!([isolation]));
+        None => {}
     }
 
+    // Network ACL deny rules for every address of the instance.
+    let network_acl = match incident.options.network {
+        NetworkIsolation::Sg => {
+            gaps.push(nacl::not_requested());
+            nacl::AclOutcome {
+                mode: "sg",
+                rules: Vec::new(),
+            }
+        }
+        NetworkIsolation::SgNacl => {
+            let addresses: Vec<nacl::Address> = interfaces
+                .iter()
+                .flat_map(|eni| {
+                    eni.cidrs.iter().map(|cidr| nacl::Address {
+                        cidr: *cidr,
+                        subnet_id: eni.subnet_id.clone(),
+                        network_interface_id: eni.id.clone(),
+                    })
+                })
+                .collect();
+            let applied = nacl::deny_addresses(ec2, &vpc_id, &addresses, &mut timeline).await;
+            gaps.extend(applied.gaps);
+            for (what, e) in applied.failures {
+                failures.push(what, e);
+            }
+            let mut subnets: BTreeMap<String, Vec<nacl::Cidr>> = BTreeMap::new();
+            for a in &addresses {
+                subnets.entry(a.subnet_id.clone()).or_default().push(a.cidr);
+            }
+            let own: BTreeSet<String> = interface_ids.iter().cloned().collect();
+            match nacl::unreachable(ec2, &subnets, &own).await {
+                Ok(more) => gaps.extend(more),
+                Err(e) => gaps.push(Gap::new(
+                    STEP,
+                    "network ACL: traffic within the instance's subnets",
+                    format!("not evaluated by any network ACL; the interfaces that share the subnets could not be listed: {e}"),
+                )),
+            }
+            nacl::AclOutcome {
+                mode: "sg+nacl",
+                rules: applied.rules,
+            }
+        }
+    };
+
     const DEREGISTER: &str = "deregister from target group";
-    let registrations = lookup::target_registrations(&clients.elbv2, Some(&vpc_id), id).await?;
+    let registrations = match lookup::target_registrations(&clients.elbv2, Some(&vpc_id), id).await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            failures.push("target groups", e);
+            Vec::new()
+        }
+    };
     // A target already `draining` was deregistered by an earlier attempt: nothing left to do.
     let registrations: Vec<TargetRegistration> = registrations
         .into_iter()
@@ -135,7 +489,7 @@ pub async fn quarantine(clients: &Clients, incident: &Incident) -> Result<Output
             &json!({"id": id, "port": r.port}),
             &json!(null),
         );
-        clients
+        let sent = clients
             .elbv2
             .deregister_targets()
             .target_group_arn(&r.target_group_arn)
@@ -147,13 +501,16 @@ pub async fn quarantine(clients: &Clients, incident: &Incident) -> Result<Output
             )
             .send()
             .await
-            .map_err(|e| StepError::aws("DeregisterTargets", e))?;
-        timeline.record(
-            DEREGISTER,
-            &r.target_group_arn,
-            json!({"id": id, "port": r.port}),
-            json!(null),
-        );
+            .map_err(|e| StepError::aws("DeregisterTargets", e));
+        match sent {
+            Ok(_) => timeline.record(
+                DEREGISTER,
+                &r.target_group_arn,
+                json!({"id": id, "port": r.port}),
+                json!(null),
+            ),
+            Err(e) => failures.push(format!("deregister from {}", r.target_group_arn), e),
+        }
     }
 
     const TAG: &str = "tag instance quarantined";
@@ -167,7 +524,7 @@ pub async fn quarantine(clients: &Clients, incident: &Incident) -> Result<Output
     };
     let before = json!({TAG_STATUS: tag_value(TAG_STATUS), TAG_INCIDENT: tag_value(TAG_INCIDENT)});
     let after = json!({TAG_STATUS: "quarantined", TAG_INCIDENT: incident.incident_id});
-    if before != after {
+    let tagged = if before != after {
         timeline.intend(TAG, id, &before, &after);
         ec2.create_tags()
             .resources(id)
@@ -180,27 +537,100 @@ pub async fn quarantine(clients: &Clients, incident: &Incident) -> Result<Output
             )
             .send()
             .await
-            .map_err(|e| StepError::aws("CreateTags", e))?;
+            .map(drop)
+            .map_err(|e| StepError::aws("CreateTags", e))
+    } else {
+        Ok(())
+    };
+    match tagged {
+        Ok(()) => timeline.record(TAG, id, before, after),
+        Err(e) => failures.push("tag", e),
     }
-    timeline.record(TAG, id, before, after);
 
-    verify(clients, id, &vpc_id, &isolation).await?;
+    let checked = match (failures.into_result(), &isolation, &flush) {
+        (Ok(()), Some(isolation), Some(flush)) => verify(
+            clients,
+            id,
+            &vpc_id,
+            isolation,
+            support.as_ref().is_some_and(|s| s.configurable),
+            &network_acl.rules,
+        )
+        .await
+        .map(|()| (isolation.clone(), flush.clone())),
+        (Err(e), _, _) => Err(e),
+        // A missing group is always a recorded failure.
+        _ => Err(StepError::ContainmentNotVerified(
+            "security groups missing".into(),
+        )),
+    };
+    let (isolation, flush) = match checked {
+        Ok(groups) => groups,
+        Err(e) => {
+            network.abort();
+            return Err(e);
+        }
+    };
+
+    let network = match network.await {
+        Ok(Ok(facts)) => Some(facts),
+        Ok(Err(e)) => {
+            gaps.push(Gap::new(
+                STEP,
+                "network facts for the containment table",
+                e.to_string(),
+            ));
+            None
+        }
+        Err(e) => {
+            gaps.push(Gap::new(
+                STEP,
+                "network facts for the containment table",
+                e.to_string(),
+            ));
+            None
+        }
+    };
+    let support = support.unwrap_or_else(|| conntrack::Support {
+        instance_type: None,
+        hypervisor: None,
+        configurable: false,
+        defaults: conntrack::Timeouts::default(),
+    });
+    let mut actions = isolation_timeline.into_actions();
+    actions.extend(flush_timeline.into_actions());
+    actions.extend(timeline.into_actions());
     Ok(Output {
         isolation_group_id: isolation,
         flush_group_id: flush,
         network_interface_ids: interface_ids,
         deregistered: registrations,
         verified: true,
-        actions: timeline.into_actions(),
+        connection_tracking: ConnectionTracking {
+            timeouts: support
+                .configurable
+                .then_some(conntrack::Timeouts::MINIMUMS),
+            instance_type: support.instance_type,
+            hypervisor: support.hypervisor,
+            configurable: support.configurable,
+            defaults: support.defaults,
+        },
+        network_acl,
+        network,
+        actions,
+        gaps,
     })
 }
 
-/// Describes everything again, from AWS, after the changes: the proof that containment holds.
+/// Describes everything again, from AWS, after the changes: the proof that containment holds
+/// ("configuration verified": what AWS reports, read back).
 async fn verify(
     clients: &Clients,
     instance_id: &str,
     vpc_id: &str,
     isolation: &str,
+    timeouts_configurable: bool,
+    acl_rules: &[nacl::DenyRule],
 ) -> Result<(), StepError> {
     let mut problems = Vec::new();
     let interfaces = clients
@@ -221,7 +651,18 @@ async fn verify(
                 eni.network_interface_id().unwrap_or("?")
             ));
         }
+        let timeouts = eni
+            .connection_tracking_configuration()
+            .map(conntrack::Timeouts::from_interface);
+        if timeouts_configurable && !timeouts.is_some_and(|t| t.is_minimal()) {
+            problems.push(format!(
+                "{} has connection-tracking timeouts {timeouts:?}, expected {:?}",
+                eni.network_interface_id().unwrap_or("?"),
+                conntrack::Timeouts::MINIMUMS
+            ));
+        }
     }
+    problems.extend(nacl::verify(&clients.ec2, acl_rules).await?);
     let group = describe_group(&clients.ec2, vpc_id, Role::Isolation).await?;
     match group {
         Some(g) if g.ip_permissions().is_empty() && g.ip_permissions_egress().is_empty() => {}
