@@ -38,7 +38,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from . import model_fixes, strict
+    from . import model_fixes, network_shims, strict
     from .apigateway import LocalApiGateway
     from .envfile import format_env
     from .deploy import DEFAULT_ASL, STEPS, deploy
@@ -87,6 +87,7 @@ def serve(args: argparse.Namespace) -> int:
     # RedriveExecution and the executions' status-change events (redrive.py); before any execution starts.
     server.add_shim(StepFunctionsRedriveShim())
     strict.install(server)  # where moto is kinder than AWS (strict.py)
+    network_shims.install(server)  # conntrack timeouts, network ACL entries, NAT interfaces
     server.middleware.add_routes(runtime.control_routes())
     server.start()
     (state_dir / "pid").write_text(str(os.getpid()))
