@@ -54,6 +54,9 @@ import {
   incidentRequestSchema,
 } from './api-templates';
 
+/** The only evidence keys the forensic role (the host, during collection) may create. */
+export const FORENSIC_UPLOAD_KEYS = '*/i-*/ssm/*';
+
 export interface CordonStackProps extends StackProps {
   readonly config: CordonConfig;
   /** statemachine.asl.json; its `${...}` placeholders decide what must be substituted. */
@@ -147,7 +150,11 @@ export class CordonStack extends Stack {
             new iam.PolicyStatement({
               sid: 'EvidenceUpload',
               actions: ['s3:PutObject'],
-              resources: [this.evidenceBucket.arnForObjects('*')],
+              // Only collection output keys (<incident>/<instance>/ssm/...): the host must never
+              // be able to write what Cordon reads as its own records (manifest.json,
+              // pre-incident-state.json, notifications/*): incident ids and execution names have
+              // no "/", so no such key contains "/i-<id>/ssm/".
+              resources: [this.evidenceBucket.arnForObjects(FORENSIC_UPLOAD_KEYS)],
             }),
             new iam.PolicyStatement({
               sid: 'EvidenceKey',
@@ -172,7 +179,7 @@ export class CordonStack extends Stack {
         reason: 'AmazonSSMManagedInstanceCore is the AWS-maintained minimum for the SSM agent (registration, Run Command, Session Manager channels); copying it inline would freeze it while AWS keeps adjusting what the agent calls.',
       },
       {
-        id: `AwsSolutions-IAM5[Resource::${flat(this, this.evidenceBucket.arnForObjects('*'))}]`,
+        id: `AwsSolutions-IAM5[Resource::${flat(this, this.evidenceBucket.arnForObjects(FORENSIC_UPLOAD_KEYS))}]`,
         reason: 'The collection script uploads under <incident_id>/<instance_id>/, known only at run time; the role can only add objects (no read, no delete), and versioning with Object Lock keeps every earlier version.',
       },
     );

@@ -296,7 +296,8 @@ describe('other roles', () => {
     assert.deepEqual(managed.map(flatten), ['arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore']);
     assert.deepEqual(actionsOf(statements), ['kms:Decrypt', 'kms:GenerateDataKey', 's3:PutObject']);
     const [put] = statementsWith(statements, 's3:PutObject');
-    assert.match(resourcesOfStatement(put).join(), /^<EvidenceBucket\w+\.Arn>\/\*$/);
+    // Collection output only: never manifest.json, pre-incident-state.json or notifications/*.
+    assert.match(resourcesOfStatement(put).join(), /^<EvidenceBucket\w+\.Arn>\/\*\/i-\*\/ssm\/\*$/);
     assert.deepEqual(json.Resources[roleId].Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: 'ec2.amazonaws.com' });
   });
 
