@@ -38,7 +38,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from . import model_fixes, network_shims, strict
+    from . import ec2_throttling, iam_shims, model_fixes, network_shims, strict
     from .apigateway import LocalApiGateway
     from .envfile import format_env
     from .deploy import DEFAULT_ASL, STEPS, deploy
@@ -88,6 +88,9 @@ def serve(args: argparse.Namespace) -> int:
     server.add_shim(StepFunctionsRedriveShim())
     strict.install(server)  # where moto is kinder than AWS (strict.py)
     network_shims.install(server)  # conntrack timeouts, network ACL entries, NAT interfaces
+    iam_shims.install(server)  # a role's inline-policy size quota (iam_shims.py)
+    # EC2's request token buckets, in front of every other shim (ec2_throttling.py; CORDON_EC2_THROTTLING[_SCALE]).
+    ec2_throttling.install(server)
     server.middleware.add_routes(runtime.control_routes())
     server.start()
     (state_dir / "pid").write_text(str(os.getpid()))
