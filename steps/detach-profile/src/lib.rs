@@ -20,8 +20,8 @@
 //! - `remove-forensic`: disassociates the forensic profile again.
 //! - `disable-metadata`: turns the instance metadata endpoint off
 //!   (`ModifyInstanceMetadataOptions` `HttpEndpoint=disabled`, read back), so that no profile
-//!   associated later can hand credentials to the host; first removes a re-associated profile as
-//!   `remove-reassociated` does, and fails with `ProfileReassociated` if there was one.
+//!   associated later can hand credentials to the host; then, if a re-associated profile is
+//!   there, fails with `ProfileReassociated` (the state machine's `remove-reassociated` removes it).
 //!
 //! Every action reads the current state first and changes only what differs, so reruns converge.
 
@@ -417,6 +417,13 @@ fn endpoint_disabled(instance: &Instance) -> bool {
 /// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instance-metadata-security-credentials.html>).
 /// The change is asynchronous (`State` `pending` until `applied`); the read-back checks the
 /// configuration, which is what can be verified from outside the host.
+///
+/// Then, if a profile other than the forensic one is associated, fails with
+/// `ProfileReassociated` without touching it: the endpoint is already off (so the host cannot
+/// fetch that profile's credentials any more), and the state machine's "Remove re-associated
+/// profile" (`remove-reassociated`) removes it, revokes what it issued and fails the execution.
+/// Removing it here as well would let that next state find nothing and succeed, and the
+/// containment failure would be lost.
 #[tracing::instrument(skip(clients, config), fields(instance_id = %incident.instance_id, incident_id = %incident.incident_id))]
 pub async fn disable_metadata(
     clients: &Clients,
@@ -425,10 +432,6 @@ pub async fn disable_metadata(
 ) -> Result<Output, StepError> {
     const DISABLE: &str = "disable instance metadata endpoint";
     let id = incident.instance_id.as_str();
-    let mut out = Output::default();
-    if let Some(what) = remove_foreign(clients, config, incident, &mut out).await? {
-        return Err(reassociated(id, &what));
-    }
     let mut timeline = Timeline::new(STEP);
     let instance = lookup::describe_instance(&clients.ec2, id).await?;
     let before = metadata_options(&instance);
@@ -450,16 +453,24 @@ pub async fn disable_metadata(
             metadata_options(&now)["http_endpoint"]
         )));
     }
-    let after = metadata_options(&now);
     // Unchanged when it was already off (the read-back's `state` may have gone pending → applied).
     let after = if endpoint_disabled(&instance) {
         before.clone()
     } else {
-        after
+        metadata_options(&now)
     };
     timeline.record(DISABLE, id, before, after);
-    out.actions.append(&mut timeline.into_actions());
-    Ok(out)
+
+    if let Some(other) = foreign_associations(clients, config, id).await?.first() {
+        return Err(StepError::ProfileReassociated(format!(
+            "instance {id} has profile {} associated, which is not the forensic profile: someone re-associated a profile after Cordon removed it. The instance metadata endpoint is now disabled, so the host cannot fetch its credentials; the state machine removes the profile and revokes its credentials next",
+            association_arn(other).unwrap_or("?")
+        )));
+    }
+    Ok(Output {
+        actions: timeline.into_actions(),
+        ..Output::default()
+    })
 }
 
 #[tracing::instrument(skip(clients, config), fields(instance_id = %incident.instance_id, incident_id = %incident.incident_id))]

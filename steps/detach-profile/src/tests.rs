@@ -724,20 +724,29 @@ async fn disable_metadata_that_does_not_read_back_is_not_verified() {
 }
 
 #[tokio::test]
-async fn disable_metadata_with_a_foreign_profile_removes_it_and_fails() {
+async fn disable_metadata_with_a_foreign_profile_turns_the_endpoint_off_and_fails() {
     let assoc = associations(Some(APP), IamInstanceProfileAssociationState::Associated);
+    let describe = mock!(aws_sdk_ec2::Client::describe_instances)
+        .sequence()
+        .output(|| instance_with_endpoint(InstanceMetadataEndpointState::Enabled))
+        .output(|| instance_with_endpoint(InstanceMetadataEndpointState::Disabled))
+        .build();
     let disassociate = disassociate_ok();
     let modify = modify_metadata();
     let iam = FakeIam::new(&[]);
     let r = iam.rules();
-    let c = clients(&[&assoc, &disassociate, &modify], &iam_rules(&r));
+    let c = clients(&[&assoc, &describe, &disassociate, &modify], &iam_rules(&r));
     let err = disable_metadata(&c, &config(), &incident("instance"))
         .await
         .unwrap_err();
     assert_eq!(err.name(), "ProfileReassociated");
-    assert_eq!(disassociate.num_calls(), 1);
-    assert_eq!(r.put.num_calls(), 1, "its credentials are revoked");
-    assert_eq!(modify.num_calls(), 0, "the redrive disables the endpoint");
+    assert!(err.to_string().contains(APP), "{err}");
+    assert_eq!(modify.num_calls(), 1, "the endpoint is off first");
+    assert_eq!(
+        disassociate.num_calls() + r.put.num_calls(),
+        0,
+        "removal and revocation are remove-reassociated's, the state that follows"
+    );
 }
 
 #[tokio::test]
