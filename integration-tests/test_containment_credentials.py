@@ -360,3 +360,46 @@ def test_stop_after_evidence_stops_the_instance_and_never_terminates_it(stack):
     [stop] = stack.requests(service="ec2", action="StopInstances", since=since)
     assert "Hibernate" not in (stop["params"] or {}), "launched without hibernation"
     assert "Force" not in (stop["params"] or {})
+
+
+def test_the_quota_shim_refuses_as_iam_does(stack):
+    role, _ = own_role(stack, "shim")
+    iam = stack.client("iam", retries=0)
+    pretty = json.dumps(json.loads(filler(6000)), indent=4)  # whitespace is not counted
+    assert len(pretty) > 6000 and size(pretty) == 6000
+    iam.put_role_policy(RoleName=role, PolicyName="a", PolicyDocument=pretty)
+    iam.put_role_policy(RoleName=role, PolicyName="b", PolicyDocument=filler(QUOTA - 6000))
+    try:
+        iam.put_role_policy(RoleName=role, PolicyName="c", PolicyDocument=filler(200))
+        raise AssertionError("a put beyond the quota was accepted")
+    except iam.exceptions.LimitExceededException as e:
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+        assert e.response["Error"]["Message"] == f"Maximum policy size of 10240 bytes exceeded for role {role}"
+    # Replacing a policy counts the new document instead of the old one.
+    iam.put_role_policy(RoleName=role, PolicyName="b", PolicyDocument=filler(QUOTA - 6000 - 200))
+    iam.put_role_policy(RoleName=role, PolicyName="c", PolicyDocument=filler(200))
+    assert stack.control("/iam/role-policy-quota")["roles"][role] == QUOTA
+
+
+def test_limit_exceeded_although_the_plan_fitted_falls_back_to_role_wide(stack):
+    """IAM refuses what the step measured as fitting (another policy appeared, or IAM counts
+    otherwise): the step falls back to the smallest policy, role-wide, and says so."""
+    role, profile_arn = own_role(stack, "refused")
+    inst = instance_with_profile(stack, "refused", profile_arn)
+    iid = inst.instance_id
+    earlier = [instance_arn(f"i-{n:017x}") for n in range(5)]
+    stack.iam.put_role_policy(RoleName=role, PolicyName="cordon-revoke", PolicyDocument=revoke_document(earlier))
+    # IAM here allows the current policy plus 10 characters, whatever the step plans with.
+    stack.control("/iam/role-policy-quota", {"quota": size(revoke_document(earlier)) + 10})
+    incident = incident_id()
+    try:
+        desc, events = stack.run_execution({"instance_id": iid, "incident_id": incident}, name=incident, timeout=180)
+    finally:
+        stack.control("/iam/role-policy-quota", method="DELETE")
+
+    assert desc["status"] == "SUCCEEDED", (desc, failed_event(events) if desc["status"] == "FAILED" else None)
+    policy = read_policy(stack, role)
+    assert statement(policy, "CordonRevokeOlderSessions") is not None, policy
+    assert denied_arns(policy) == [], "the smallest policy: no list"
+    reason = gap(manifest(stack, incident, iid), "per-instance credential revocation")["reason"]
+    assert "LimitExceeded" in reason, reason
