@@ -37,6 +37,14 @@ export interface CordonConfig {
   readonly apiBurstLimit: number;
   /** Retention of the Lambda, state machine and API access log groups. */
   readonly logRetention: RetentionDays;
+  /**
+   * The one IAM role exempt from the evidence bucket's deny of retention bypass, retention and
+   * Object Lock changes, version deletion and versioning changes; it may also decrypt evidence.
+   * Unset: no principal of the account is exempt (README "Evidence").
+   */
+  readonly breakGlassRoleArn?: string;
+  /** A role (besides Cordon's own and the break-glass role) that may decrypt evidence. */
+  readonly investigatorRoleArn?: string;
 }
 
 const ARCHITECTURES: readonly Architecture[] = ['arm64', 'x86_64'];
@@ -85,6 +93,9 @@ export function configFromContext(node: Node, defaultLambdaDir: string): CordonC
     throw new Error(`context logRetentionDays must be a CloudWatch Logs retention (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, ...), got ${logRetentionDays}`);
   }
 
+  const breakGlassRoleArn = roleArnOf(ctx('breakGlassRoleArn'), 'breakGlassRoleArn');
+  const investigatorRoleArn = roleArnOf(ctx('investigatorRoleArn'), 'investigatorRoleArn');
+
   return {
     placeholderCode: booleanOf(ctx('placeholderCode'), 'placeholderCode'),
     architecture: architecture as Architecture,
@@ -101,7 +112,24 @@ export function configFromContext(node: Node, defaultLambdaDir: string): CordonC
     apiRateLimit: integerOf(ctx('apiRateLimit'), 'apiRateLimit', 1, 10000) ?? 10,
     apiBurstLimit: integerOf(ctx('apiBurstLimit'), 'apiBurstLimit', 1, 5000) ?? 20,
     logRetention,
+    breakGlassRoleArn,
+    investigatorRoleArn,
   };
+}
+
+// An IAM role ARN with its path, exactly as aws:PrincipalArn carries it for the role's sessions
+// (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-principalarn:
+// for an assumed-role session the key holds the ARN of the role, not of the session). Names and
+// paths as IAM allows them (https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html).
+const ROLE_ARN = /^arn:aws(-[a-z]+)*:iam::\d{12}:role\/([\w+=,.@-]+\/)*[\w+=,.@-]{1,64}$/;
+
+function roleArnOf(value: unknown, key: string): string | undefined {
+  const arn = stringOf(value, key);
+  if (arn === undefined || arn === '') return undefined;
+  if (!ROLE_ARN.test(arn)) {
+    throw new Error(`context ${key} must be an IAM role ARN (arn:aws:iam::<account>:role/<path/><name>), not a session or user ARN, got "${arn}"`);
+  }
+  return arn;
 }
 
 // Context given with `-c key=value` always arrives as a string; cdk.json and tests may give

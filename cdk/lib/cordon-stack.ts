@@ -54,6 +54,19 @@ import {
   incidentRequestSchema,
 } from './api-templates';
 
+/**
+ * What the evidence bucket policy denies to every principal but the break-glass role: the ways an
+ * account principal could remove or shorten the life of evidence that Object Lock and versioning
+ * otherwise keep (README "Evidence").
+ */
+export const EVIDENCE_PROTECTED_ACTIONS = [
+  's3:BypassGovernanceRetention',
+  's3:PutObjectRetention',
+  's3:PutBucketObjectLockConfiguration',
+  's3:DeleteObjectVersion',
+  's3:PutBucketVersioning',
+];
+
 /** The only evidence keys the forensic role (the host, during collection) may create. */
 export const FORENSIC_UPLOAD_KEYS = '*/i-*/ssm/*';
 
@@ -71,6 +84,10 @@ export class CordonStack extends Stack {
   public readonly api: apigw.RestApi;
   /** The substitutions given to the state machine, by placeholder name. */
   public readonly definitionSubstitutions: Record<string, string>;
+  /** Encrypts every log group of the stack; its policy admits CloudWatch Logs for those groups only. */
+  public readonly logsKey: kms.Key;
+  /** The ARN of every log group the stack creates, as CloudWatch Logs puts it in the encryption context. */
+  private readonly logGroupArns: string[] = [];
 
   constructor(scope: Construct, id: string, props: CordonStackProps) {
     super(scope, id, props);
@@ -81,6 +98,19 @@ export class CordonStack extends Stack {
       description: 'Cordon evidence bucket (SSE-KMS)',
       enableKeyRotation: true,
       // Retained with the bucket: without the key the retained evidence could not be read.
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+
+    // ----------------------------------------------------------------------------- logs key
+    // The logs are evidence too (the state machine logs ALL with execution data). CloudWatch Logs
+    // uses the key as logs.<region>.amazonaws.com with the log group's ARN as encryption context;
+    // the statement that admits it names this stack's groups only (added at the end of the
+    // constructor, once every group exists):
+    // https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/encrypt-log-data-kms.html
+    this.logsKey = new kms.Key(this, 'LogsKey', {
+      description: 'Cordon log groups (CloudWatch Logs encryption)',
+      enableKeyRotation: true,
+      // Retained with the log groups (Retain as well): without the key they could not be read.
       removalPolicy: RemovalPolicy.RETAIN,
     });
 
@@ -116,6 +146,66 @@ export class CordonStack extends Stack {
       serverAccessLogsPrefix: 'evidence/',
       removalPolicy: RemovalPolicy.RETAIN,
     });
+
+    // Admins cannot quietly remove evidence. A Deny in the bucket policy wins over any Allow of an
+    // identity policy in the account (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html),
+    // so neither an administrator nor a stolen admin credential can bypass GOVERNANCE retention,
+    // shorten or change a retention, change the bucket's Object Lock default, delete an object
+    // version or touch versioning; only the optional break-glass role is exempt. aws:PrincipalArn
+    // holds the role's ARN for every session of the role (not the session ARN):
+    // https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-principalarn
+    // CloudFormation is not locked out of what it must do: versioning and the Object Lock
+    // configuration are set by CreateBucket before this policy exists (the policy refers to the
+    // bucket, so it is created after it), the bucket is retained on stack deletion (no version is
+    // deleted), and nothing Cordon runs needs these actions. The consequence: a later change of
+    // retentionDays/retentionMode is a PutObjectLockConfiguration that this policy denies, so it
+    // has to be deployed with the break-glass role (README "Evidence"). What the account cannot
+    // deny itself here (changing this very policy, EC2 snapshot deletion) the README's SCP covers.
+    this.evidenceBucket.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'EvidenceCannotBeRemoved',
+        effect: iam.Effect.DENY,
+        principals: [new iam.AnyPrincipal()],
+        actions: EVIDENCE_PROTECTED_ACTIONS,
+        resources: [this.evidenceBucket.bucketArn, this.evidenceBucket.arnForObjects('*')],
+        conditions: config.breakGlassRoleArn
+          ? { ArnNotEquals: { 'aws:PrincipalArn': config.breakGlassRoleArn } }
+          : undefined,
+      }),
+    );
+
+    // Who may decrypt evidence. The key keeps the default statement that gives the account root
+    // kms:* (https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-default.html): it is
+    // what lets IAM policies govern the key and keeps the key manageable (without it a key whose
+    // other principals are gone can only be recovered through AWS Support). Decryption is then
+    // narrowed with a Deny, which no Allow overrides: kms:Decrypt and kms:ReEncryptFrom (re-encrypting
+    // under a key of one's own is decryption by another name) for every principal whose
+    // aws:PrincipalArn is not a Cordon role, the break-glass role or the investigator role. Cordon's
+    // roles are named by their path, not their ARNs: the roles' own policies name this key, so the
+    // key naming them would be a circular dependency. Within the path only the roles whose
+    // policies grant kms:Decrypt (the evidence-reading steps and the forensic role, lib/steps.ts)
+    // can decrypt. S3 calls KMS with the requester's credentials for SSE-KMS
+    // (https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html), so reads
+    // through S3 are judged by the reader's ARN; no AWS service uses this key as itself, so no
+    // kms:ViaService exemption is needed (one for S3 would readmit every reader).
+    evidenceKey.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'DecryptOnlyCordonBreakGlassInvestigator',
+        effect: iam.Effect.DENY,
+        principals: [new iam.AnyPrincipal()],
+        actions: ['kms:Decrypt', 'kms:ReEncryptFrom'],
+        resources: ['*'],
+        conditions: {
+          ArnNotLike: {
+            'aws:PrincipalArn': [
+              `arn:${Aws.PARTITION}:iam::${Aws.ACCOUNT_ID}:role${ROLE_PATH}*`,
+              ...(config.breakGlassRoleArn ? [config.breakGlassRoleArn] : []),
+              ...(config.investigatorRoleArn ? [config.investigatorRoleArn] : []),
+            ],
+          },
+        },
+      }),
+    );
 
     // ----------------------------------------------------------------------------- topic
     const topicKey = new kms.Key(this, 'TopicKey', {
@@ -200,16 +290,15 @@ export class CordonStack extends Stack {
       topicKeyArn: topicKey.keyArn,
       forensicRoleArn: forensicRole.roleArn,
       forensicInstanceProfileArn: forensicProfile.instanceProfileArn,
+      retentionMode: config.retentionMode,
+      retentionDays: config.retentionDays,
     };
     const architecture = config.architecture === 'x86_64' ? lambda.Architecture.X86_64 : lambda.Architecture.ARM_64;
 
     const functions: Partial<Record<StepName, lambda.Function>> = {};
     for (const step of STEPS) {
-      const logGroup = new logs.LogGroup(this, `${step.id}LogGroup`, {
-        retention: config.logRetention,
-        // The logs are part of the record of what the response did.
-        removalPolicy: RemovalPolicy.RETAIN,
-      });
+      // The logs are part of the record of what the response did.
+      const logGroup = this.encryptedLogGroup(`${step.id}LogGroup`, `/cordon/${this.stackName}/${step.name}`, config);
       const statements = step.statements(scopeArns);
       const role = new iam.Role(this, `${step.id}Role`, {
         path: ROLE_PATH,
@@ -282,10 +371,14 @@ export class CordonStack extends Stack {
         }),
       },
     });
-    const stateMachineLogGroup = new logs.LogGroup(this, 'StateMachineLogGroup', {
-      retention: config.logRetention,
-      removalPolicy: RemovalPolicy.RETAIN,
-    });
+    // Under /aws/vendedlogs/: Step Functions' recommended prefix for its vended logs, which keeps
+    // the CloudWatch Logs resource policy small
+    // (https://docs.aws.amazon.com/step-functions/latest/dg/cw-logs.html).
+    const stateMachineLogGroup = this.encryptedLogGroup(
+      'StateMachineLogGroup',
+      `/aws/vendedlogs/states/${stateMachineName}`,
+      config,
+    );
     this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
       stateMachineName,
       stateMachineType: sfn.StateMachineType.STANDARD,
@@ -313,6 +406,28 @@ export class CordonStack extends Stack {
       this.buildGuardDutyRule(config.guardDutySeverity);
     }
 
+    // ----------------------------------------------------------------------------- logs key policy
+    this.logsKey.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'CloudWatchLogsForCordonGroups',
+        principals: [new iam.ServicePrincipal(`logs.${Aws.REGION}.amazonaws.com`)],
+        // The page's kms:Encrypt*, kms:Decrypt*, kms:ReEncrypt*, kms:GenerateDataKey* spelled out
+        // for a symmetric key (the data key pair actions are not for log data). Its example also
+        // lists kms:Describe*: DescribeKey carries no encryption context, so under this condition
+        // it was never granted, and it is left out.
+        actions: [
+          'kms:Encrypt',
+          'kms:Decrypt',
+          'kms:ReEncryptFrom',
+          'kms:ReEncryptTo',
+          'kms:GenerateDataKey',
+          'kms:GenerateDataKeyWithoutPlaintext',
+        ],
+        resources: ['*'],
+        conditions: { ArnEquals: { 'kms:EncryptionContext:aws:logs:arn': [...this.logGroupArns] } },
+      }),
+    );
+
     // ----------------------------------------------------------------------------- outputs
     new CfnOutput(this, 'APIBaseURI', {
       description: 'Base URI of the SecurityResponse API (POST incidents, GET incidents/{id})',
@@ -323,11 +438,23 @@ export class CordonStack extends Stack {
     new CfnOutput(this, 'TopicArn', { value: this.topic.topicArn });
   }
 
-  private buildApi(config: CordonConfig): apigw.RestApi {
-    const accessLogGroup = new logs.LogGroup(this, 'ApiAccessLogGroup', {
+  /**
+   * A retained log group under a fixed name, encrypted with the logs key. The name is fixed so
+   * that the key's policy can name the group's ARN (a generated name is known only after the
+   * group exists, and the group refers to the key).
+   */
+  private encryptedLogGroup(id: string, logGroupName: string, config: CordonConfig): logs.LogGroup {
+    this.logGroupArns.push(`arn:${Aws.PARTITION}:logs:${Aws.REGION}:${Aws.ACCOUNT_ID}:log-group:${logGroupName}`);
+    return new logs.LogGroup(this, id, {
+      logGroupName,
+      encryptionKey: this.logsKey,
       retention: config.logRetention,
       removalPolicy: RemovalPolicy.RETAIN,
     });
+  }
+
+  private buildApi(config: CordonConfig): apigw.RestApi {
+    const accessLogGroup = this.encryptedLogGroup('ApiAccessLogGroup', `/cordon/${this.stackName}/api-access`, config);
     const api = new apigw.RestApi(this, 'Api', {
       restApiName: 'SecurityResponse',
       description: 'Cordon: start and follow the first response to a suspected compromised EC2 instance',

@@ -19,7 +19,9 @@ export CDK_DISABLE_CLI_TELEMETRY=true
 npx cdk synth --no-notices -q -o "$out/default" -c placeholderCode=true "$@"
 npx cdk synth --no-notices -q -o "$out/all-options" -c placeholderCode=true \
   -c apiKey=true -c guardDutySeverity=7 -c notificationEmail=security@example.com \
-  -c architecture=x86_64 -c retentionMode=COMPLIANCE -c retentionDays=30 "$@"
+  -c architecture=x86_64 -c retentionMode=COMPLIANCE -c retentionDays=30 \
+  -c breakGlassRoleArn=arn:aws:iam::111122223333:role/admin/CordonBreakGlass \
+  -c investigatorRoleArn=arn:aws:iam::111122223333:role/Investigator "$@"
 
 templates=("$out"/*/*.template.json)
 "$CFN_LINT" --version
