@@ -55,8 +55,8 @@ local-down: ## Stop the local AWS stack
 demo: venv build local-template ## Run a full incident response on the seeded instance in the local stack
 	@$(LOCAL_AWS) down --state-dir $(STATE_DIR) >/dev/null 2>&1 || true
 	@$(LOCAL_AWS) up --bin-dir $(BIN_DIR) --state-dir $(STATE_DIR) >/dev/null
-	@status=0; $(LOCAL_AWS) demo --state-dir $(STATE_DIR) || status=$$?; \
-	  $(LOCAL_AWS) down --state-dir $(STATE_DIR) >/dev/null; exit $$status
+	@status=0; ($(LOCAL_AWS) demo --state-dir $(STATE_DIR)) || status=$$?; \
+	  ($(LOCAL_AWS) down --state-dir $(STATE_DIR) >/dev/null); exit $$status
 
 $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
