@@ -337,7 +337,9 @@ def test_a_completed_response_turns_the_metadata_endpoint_off(stack):
     desc, events = stack.run_execution({"instance_id": iid, "incident_id": incident}, name=incident, timeout=180)
     assert desc["status"] == "SUCCEEDED", (desc, failed_event(events) if desc["status"] == "FAILED" else None)
     assert "Disable instance metadata" in states_entered(events)
-    assert describe(stack, iid)["MetadataOptions"]["HttpEndpoint"] == "disabled"
+    options = describe(stack, iid)["MetadataOptions"]
+    assert options["HttpEndpoint"] == "disabled"
+    assert options["HttpTokens"] == "required", "only the endpoint changed"
     actions = manifest(stack, incident, iid)["actions"]
     [off] = [a for a in actions if a["action"] == "disable instance metadata endpoint"]
     assert (off["before"]["http_endpoint"], off["after"]["http_endpoint"]) == ("enabled", "disabled")

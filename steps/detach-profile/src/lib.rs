@@ -55,6 +55,8 @@ pub struct Config {
     pub association_poll_interval: Duration,
     /// The inline-policy quota of a role ([`revoke::ROLE_POLICY_QUOTA`]).
     pub role_policy_quota: usize,
+    /// When the revocation policy is read back a second time ([`revoke::CONFIRM_AFTER`]).
+    pub revocation_confirm_after: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -284,6 +286,7 @@ async fn revoke_profile(
         scope: incident.options.revoke_sessions,
         cut_off: &cut_off,
         quota: config.role_policy_quota,
+        confirm_after: config.revocation_confirm_after,
     };
     const REVOKE: &str = "revoke issued credentials";
     let target = format!("role/{role_name}");
@@ -437,11 +440,19 @@ pub async fn disable_metadata(
     let before = metadata_options(&instance);
     if !endpoint_disabled(&instance) {
         timeline.intend(DISABLE, id, &before, &json!({"http_endpoint": "disabled"}));
+        // Only the endpoint changes: an omitted HttpEndpoint or hop limit keeps "the existing
+        // state", but an omitted HttpTokens takes a default that depends on the AMI and the
+        // account (API_ModifyInstanceMetadataOptions), so the current token, IPv6 and tag
+        // settings are sent back as they are.
+        let current = instance.metadata_options();
         clients
             .ec2
             .modify_instance_metadata_options()
             .instance_id(id)
             .http_endpoint(InstanceMetadataEndpointState::Disabled)
+            .set_http_tokens(current.and_then(|m| m.http_tokens()).cloned())
+            .set_http_protocol_ipv6(current.and_then(|m| m.http_protocol_ipv6()).cloned())
+            .set_instance_metadata_tags(current.and_then(|m| m.instance_metadata_tags()).cloned())
             .send()
             .await
             .map_err(|e| StepError::aws("ModifyInstanceMetadataOptions", e))?;

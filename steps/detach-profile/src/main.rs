@@ -17,6 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         association_polls: 20,
         association_poll_interval: std::time::Duration::from_millis(500),
         role_policy_quota: cordon_detach_profile::revoke::ROLE_POLICY_QUOTA,
+        revocation_confirm_after: cordon_detach_profile::revoke::CONFIRM_AFTER,
     };
     lambda::run(|event| handle(&clients, &config, event)).await
 }

@@ -31,9 +31,14 @@
 //! each read the policy, add their own ARN and put it, and the second put drops the first ARN.
 //! So every put is read back; a response that finds its own revocation missing starts again, a
 //! bounded number of times ([`MAX_ATTEMPTS`]), then fails as `Transient` (the state machine
-//! retries it). Reads after a write may lag (IAM is eventually consistent,
+//! retries it). The read-back alone is not enough: a writer that read the policy before our put
+//! and puts after our read-back drops us unseen (found by the redrive scenarios, a dozen
+//! responses on one role at once). Such a writer puts within its own read-to-put time (a few IAM
+//! calls), so the read-back is confirmed once more after [`Request::confirm_after`], longer than
+//! that; a writer slower than that can still drop the ARN, and the step would not know. Reads
+//! after a write may lag (IAM is eventually consistent,
 //! <https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency>);
-//! a stale read costs one more attempt, never a lost revocation.
+//! a stale read costs one more attempt.
 //!
 //! **Earlier versions** put one policy per instance (`cordon-revoke-<instance-id>`) or per
 //! incident (`cordon-revoke-sessions-<incident-id>`); those are still read, so a rerun after an
@@ -46,6 +51,8 @@
 //! 1 hour by default for chained sessions,
 //! <https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_terms-and-concepts.html#iam-term-role-chaining>).
 //! Revoking those needs the assumed roles' own "Revoke active sessions".
+
+use std::time::Duration;
 
 use aws_smithy_types::date_time::{DateTime, Format};
 use cordon_common::error::AwsErrorKind;
@@ -231,7 +238,14 @@ pub struct Request<'a> {
     pub cut_off: &'a str,
     /// The role's inline-policy quota ([`ROLE_POLICY_QUOTA`]).
     pub quota: usize,
+    /// How long after a successful read-back the policy is read again, to catch a concurrent
+    /// writer that read before our put and put after our read-back ([`CONFIRM_AFTER`]).
+    pub confirm_after: Duration,
 }
+
+/// Longer than a concurrent writer's read-to-put time: ListRolePolicies, a GetRolePolicy per
+/// inline policy and PutRolePolicy, each well under a second.
+pub const CONFIRM_AFTER: Duration = Duration::from_secs(3);
 
 /// What was found or done.
 #[derive(Debug, Clone)]
@@ -276,6 +290,14 @@ async fn get_policy(
             Ok(None)
         }
         Err(e) => Err(StepError::aws("GetRolePolicy", e)),
+    }
+}
+
+/// Cordon's policy on the role as IAM has it now (empty when there is none).
+async fn read_policy(iam: &aws_sdk_iam::Client, role: &str) -> Result<RevokePolicy, StepError> {
+    match get_policy(iam, role, POLICY_NAME).await? {
+        Some(d) => RevokePolicy::parse(&d),
+        None => Ok(RevokePolicy::default()),
     }
 }
 
@@ -465,11 +487,13 @@ pub async fn revoke(iam: &aws_sdk_iam::Client, req: &Request<'_>) -> Result<Outc
             Err(e) => return Err(StepError::aws("PutRolePolicy", e)),
         }
 
-        // Read back: a concurrent response may have replaced the policy after our read.
-        let written = match get_policy(iam, req.role_name, POLICY_NAME).await? {
-            Some(d) => RevokePolicy::parse(&d)?,
-            None => RevokePolicy::default(),
-        };
+        // Read back: a concurrent response may have replaced the policy after our read. Then
+        // once more a little later: one that read before our put may put after this read-back.
+        let mut written = read_policy(iam, req.role_name).await?;
+        if written.covers(req.instance_arn, planned.scope, req.cut_off) {
+            tokio::time::sleep(req.confirm_after).await;
+            written = read_policy(iam, req.role_name).await?;
+        }
         if written.covers(req.instance_arn, planned.scope, req.cut_off) {
             let gap = if minimal && req.scope == RevokeSessions::Instance {
                 Some(format!(
@@ -521,6 +545,7 @@ mod tests {
             scope,
             cut_off: "2030-01-01T00:00:01Z",
             quota: ROLE_POLICY_QUOTA,
+            confirm_after: Duration::ZERO,
         }
     }
 

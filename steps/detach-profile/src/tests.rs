@@ -39,6 +39,7 @@ fn config() -> Config {
         association_polls: 3,
         association_poll_interval: Duration::from_millis(1),
         role_policy_quota: revoke::ROLE_POLICY_QUOTA,
+        revocation_confirm_after: Duration::from_millis(1),
     }
 }
 
@@ -121,6 +122,9 @@ struct FakeIam {
     quota: usize,
     /// A concurrent response that writes this document over each of our first `n` puts.
     interloper: Option<(usize, String)>,
+    /// One that read before our first put and writes this document right after our first
+    /// read-back of Cordon's policy.
+    late_interloper: Option<String>,
 }
 
 struct IamRules {
@@ -141,6 +145,7 @@ impl FakeIam {
             )),
             quota: revoke::ROLE_POLICY_QUOTA,
             interloper: None,
+            late_interloper: None,
         }
     }
 
@@ -159,6 +164,8 @@ impl FakeIam {
         let quota = self.quota;
         let interloper = self.interloper.clone();
         let puts = Arc::new(Mutex::new(0usize));
+        let get_puts = puts.clone();
+        let late = Arc::new(Mutex::new(self.late_interloper.clone()));
         IamRules {
             list: mock!(aws_sdk_iam::Client::list_role_policies)
                 .match_requests(|r| r.role_name() == Some("app-server"))
@@ -173,12 +180,19 @@ impl FakeIam {
                 }),
             get: mock!(aws_sdk_iam::Client::get_role_policy).then_compute_response(move |r| {
                 let name = r.policy_name().unwrap_or_default();
-                match get_state.lock().unwrap().get(name) {
+                let mut policies = get_state.lock().unwrap();
+                let answer = policies.get(name).cloned();
+                if name == "cordon-revoke" && *get_puts.lock().unwrap() > 0 {
+                    if let Some(theirs) = late.lock().unwrap().take() {
+                        policies.insert(name.to_owned(), theirs);
+                    }
+                }
+                match answer {
                     Some(doc) => MockResponse::Output(
                         GetRolePolicyOutput::builder()
                             .role_name("app-server")
                             .policy_name(name)
-                            .policy_document(url_encode(doc))
+                            .policy_document(url_encode(&doc))
                             .build()
                             .unwrap(),
                     ),
@@ -528,6 +542,27 @@ async fn a_concurrent_writer_that_drops_our_arn_is_read_back_and_retried() {
 }
 
 #[tokio::test]
+async fn a_writer_that_drops_our_arn_after_the_read_back_is_caught_by_the_confirmation() {
+    let assoc = associations(None, IamInstanceProfileAssociationState::Associated);
+    let theirs = other_arns(1);
+
+    // Another response read the policy before our put and puts its own list (without us) just
+    // after our read-back: the second read, later, notices, and the next attempt keeps both.
+    let mut iam = FakeIam::new(&[]);
+    iam.late_interloper = Some(cordon_policy(&theirs));
+    let r = iam.rules();
+    let c = clients(&[&assoc], &iam_rules(&r));
+    let out = remove(&c, &config(), &incident("instance"), Some(APP.into()))
+        .await
+        .unwrap();
+    assert_eq!(r.put.num_calls(), 2);
+    let mut expected = theirs.clone();
+    expected.push(ARN.to_owned());
+    assert_eq!(denied_arns(&iam.policy("cordon-revoke").unwrap()), expected);
+    assert_eq!(out.revoked.unwrap().scope, RevokeSessions::Instance);
+}
+
+#[tokio::test]
 async fn revoke_none_is_a_recorded_gap() {
     let assoc = associations(None, IamInstanceProfileAssociationState::Associated);
     let c = clients(&[&assoc], &[]);
@@ -661,7 +696,9 @@ fn modify_metadata() -> Rule {
         .match_requests(|r| {
             r.instance_id() == Some(ID)
                 && r.http_endpoint() == Some(&InstanceMetadataEndpointState::Disabled)
-                && r.http_tokens().is_none()
+                // The token setting is sent back as it was, not left to a default.
+                && r.http_tokens() == Some(&aws_sdk_ec2::types::HttpTokensState::Required)
+                && r.http_put_response_hop_limit().is_none()
         })
         .then_output(|| ModifyInstanceMetadataOptionsOutput::builder().build())
 }
