@@ -16,6 +16,8 @@ const PLATFORM: &[&str] = &[
     "States.Timeout",
 ];
 
+const THROTTLE: &str = "Lambda.TooManyRequestsException";
+
 fn collect(v: &Value, out: &mut BTreeSet<String>) {
     match v {
         Value::Object(map) => {
@@ -77,6 +79,8 @@ fn error_equals_names_are_exactly_the_names_steps_emit() {
                 "EvidenceConflict",
                 "AwsRequestFailed",
                 "ContainmentNotVerified",
+                "ProfileReassociated",
+                "CredentialsNotRevoked",
                 "States.ALL",
             ] {
                 assert!(
@@ -84,10 +88,23 @@ fn error_equals_names_are_exactly_the_names_steps_emit() {
                     "{deterministic} must never be retried"
                 );
             }
-            assert!(
-                r["MaxAttempts"].as_u64().unwrap() <= 6,
-                "retries are bounded"
-            );
+            // Bounded: a few attempts, or (only for Lambda's throttling, which waits for a
+            // reserved-concurrency slot) more attempts under a MaxDelaySeconds cap.
+            if names == [THROTTLE] {
+                assert!(
+                    r["MaxAttempts"].as_u64().unwrap() <= 15,
+                    "retries are bounded"
+                );
+                assert!(
+                    r["MaxDelaySeconds"].as_u64().unwrap() <= 60,
+                    "delays are capped"
+                );
+            } else {
+                assert!(
+                    r["MaxAttempts"].as_u64().unwrap() <= 6,
+                    "retries are bounded"
+                );
+            }
         }
     }
 }
@@ -98,24 +115,67 @@ fn every_task_retries_transient_failures_with_full_jitter() {
     let mut checked = 0;
     walk_states(&asl["States"], &mut |name, state| {
         if state["Type"] == "Task" {
-            let retry = &state["Retry"][0];
-            let names: Vec<&str> = retry["ErrorEquals"]
-                .as_array()
-                .expect("Retry on every task")
-                .iter()
-                .map(|s| s.as_str().unwrap())
-                .collect();
+            let retriers = state["Retry"].as_array().expect("Retry on every task");
+            let names_of = |r: &Value| -> Vec<String> {
+                r["ErrorEquals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_owned())
+                    .collect()
+            };
             for n in [
                 "Lambda.ServiceException",
                 "Lambda.AWSLambdaException",
                 "Lambda.SdkClientException",
-                "Lambda.TooManyRequestsException",
+                THROTTLE,
                 "Transient",
             ] {
-                assert!(names.contains(&n), "{name} does not retry {n}");
+                // The first retrier that names an error is the one that applies: each name in
+                // exactly one, so that none is shadowed by another retrier's budget.
+                let holders = retriers
+                    .iter()
+                    .filter(|r| names_of(r).iter().any(|x| x == n))
+                    .count();
+                assert_eq!(holders, 1, "{name} retries {n} in {holders} retriers");
             }
-            assert_eq!(retry["JitterStrategy"], "FULL", "{name}");
-            assert!(retry["BackoffRate"].as_f64().unwrap() > 1.0, "{name}");
+            for retry in retriers {
+                assert_eq!(retry["JitterStrategy"], "FULL", "{name}");
+                assert!(retry["BackoffRate"].as_f64().unwrap() > 1.0, "{name}");
+            }
+            checked += 1;
+        }
+    });
+    assert!(checked >= 10, "only {checked} tasks found");
+}
+
+/// Lambda answers an invocation beyond a function's reserved concurrency with
+/// `Lambda.TooManyRequestsException` (the README's `maxConcurrentResponses`: executions started
+/// through the API are not queued). Such a Task waits for a slot: its own retrier must outlast a
+/// queue of invocations, five function timeouts (60 s) at the least, and stay bounded (15 min).
+#[test]
+fn lambda_throttling_is_retried_long_enough_for_a_slot_to_free_up() {
+    let asl: Value = serde_json::from_str(include_str!("../../../statemachine.asl.json")).unwrap();
+    let mut checked = 0;
+    walk_states(&asl["States"], &mut |name, state| {
+        if state["Type"] == "Task" {
+            let r = state["Retry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["ErrorEquals"] == serde_json::json!([THROTTLE]))
+                .unwrap_or_else(|| panic!("{name} has no retrier of its own for {THROTTLE}"));
+            let interval = r["IntervalSeconds"].as_f64().unwrap_or(1.0);
+            let rate = r["BackoffRate"].as_f64().unwrap_or(2.0);
+            let cap = r["MaxDelaySeconds"].as_f64().expect("MaxDelaySeconds");
+            // The longest wait: every delay at its ceiling (FULL jitter draws each from 0 to it).
+            let ceiling: f64 = (0..r["MaxAttempts"].as_u64().unwrap() as i32)
+                .map(|k| (interval * rate.powi(k)).min(cap))
+                .sum();
+            assert!(
+                (300.0..=900.0).contains(&ceiling),
+                "{name}: {ceiling} s of throttling retries"
+            );
             checked += 1;
         }
     });
