@@ -50,6 +50,9 @@ export interface ScopeArns {
   readonly forensicInstanceProfileArn: string;
   /** `arn:...:execution:<state machine name>:*`: the executions of Cordon's state machine. */
   readonly executionsArn: string;
+  /** The evidence retention (S3 Object Lock default retention), also the snapshot lock. */
+  readonly retentionMode?: 'GOVERNANCE' | 'COMPLIANCE';
+  readonly retentionDays?: number;
 }
 
 export interface StepStatement {
@@ -242,6 +245,11 @@ export const STEPS: readonly StepDefinition[] = [
     binary: 'cordon-snapshot',
     id: 'Snapshot',
     description: 'Cordon: snapshot every EBS volume of the instance, tagged with the incident',
+    // The snapshot lock follows the evidence retention (steps/snapshot: LockPolicy).
+    environment: (arns) => {
+      if (!arns.retentionMode || !arns.retentionDays) throw new Error('snapshot: the evidence retention is not set');
+      return { SNAPSHOT_LOCK_MODE: arns.retentionMode.toLowerCase(), SNAPSHOT_LOCK_DAYS: String(arns.retentionDays) };
+    },
     statements: (): StepStatement[] => [
       {
         sid: 'DescribeSnapshots',
@@ -269,6 +277,19 @@ export const STEPS: readonly StepDefinition[] = [
         resources: [arn.snapshots],
         conditions: onlyCordonTagKeys,
         why: 'add incident tags to existing snapshots on a retry; only tag keys in the cordon: namespace',
+      },
+      {
+        sid: 'LockSnapshots',
+        actions: ['ec2:LockSnapshot'],
+        resources: [arn.snapshots],
+        why: 'lock every evidence snapshot in the retention mode for the retention days (https://docs.aws.amazon.com/ebs/latest/userguide/snapshot-lock-iam.html); never ec2:UnlockSnapshot',
+      },
+      {
+        sid: 'DescribeLockedSnapshots',
+        actions: ['ec2:DescribeLockedSnapshots'],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `read the locks first so that a rerun does not modify them: ${NO_RESOURCE_LEVEL}`,
       },
     ],
   },

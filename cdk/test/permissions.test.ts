@@ -37,7 +37,7 @@ const EXPECTED_ACTIONS: Record<string, string[]> = {
   ScreenshotFunctionArn: ['ec2:GetConsoleScreenshot', 'ec2:GetConsoleOutput', ...S3_RW, ...LOGS],
   SnapshotFunctionArn: [
     'ec2:DescribeInstances', 'ec2:DescribeSnapshots', 'ec2:CreateSnapshots', 'ec2:CreateSnapshot',
-    'ec2:CreateTags', ...LOGS,
+    'ec2:CreateTags', 'ec2:LockSnapshot', 'ec2:DescribeLockedSnapshots', ...LOGS,
   ],
   TermprotectFunctionArn: [
     'ec2:DescribeInstances', 'ec2:DescribeInstanceAttribute', 'ec2:ModifyInstanceAttribute', 'ec2:CreateTags',
@@ -72,7 +72,7 @@ const EXPECTED_ACTIONS: Record<string, string[]> = {
 /** Actions for which the Service Authorization Reference lists no resource type: only these may be on "*". */
 const NO_RESOURCE_TYPE = new Set([
   'ec2:DescribeInstances', 'ec2:DescribeVolumes', 'ec2:DescribeSecurityGroups',
-  'ec2:DescribeIamInstanceProfileAssociations', 'ec2:DescribeSnapshots', 'ec2:DescribeNetworkInterfaces',
+  'ec2:DescribeIamInstanceProfileAssociations', 'ec2:DescribeSnapshots', 'ec2:DescribeLockedSnapshots', 'ec2:DescribeNetworkInterfaces',
   'autoscaling:DescribeAutoScalingInstances', 'elasticloadbalancing:DescribeTargetGroups',
   'elasticloadbalancing:DescribeTargetHealth', 'ssm:DescribeInstanceInformation', 'ssm:ListCommands',
   'ssm:GetCommandInvocation',
@@ -157,6 +157,25 @@ describe('step function roles', () => {
     ]);
     const [create] = statementsWith(statements, 'ec2:CreateSnapshots');
     assert.ok(resourcesOfStatement(create).includes(SNAPSHOTS));
+  });
+
+  test('snapshot: locks snapshots only, never unlocks; the lock follows the evidence retention', () => {
+    const { statements } = roleGrants(template, roleOf('SnapshotFunctionArn'));
+    const locks = statementsWith(statements, 'ec2:LockSnapshot');
+    assert.equal(locks.length, 1);
+    assert.deepEqual(list(locks[0].Action), ['ec2:LockSnapshot']);
+    assert.deepEqual(resourcesOfStatement(locks[0]), [SNAPSHOTS]);
+    assert.equal(statementsWith(statements, 'ec2:UnlockSnapshot').length, 0);
+    const [describe] = statementsWith(statements, 'ec2:DescribeLockedSnapshots');
+    assert.deepEqual(list(describe.Action), ['ec2:DescribeLockedSnapshots']);
+    assert.ok(describe.Condition?.StringEquals?.['aws:RequestedRegion']);
+    const fn = Object.values(json.Resources as Record<string, any>).find(
+      (r) => r.Type === 'AWS::Lambda::Function' && /snapshot every EBS volume/.test(r.Properties?.Description ?? ''),
+    );
+    assert.ok(fn, 'snapshot function');
+    const env = fn.Properties.Environment.Variables;
+    assert.equal(env.SNAPSHOT_LOCK_MODE, 'governance');
+    assert.equal(env.SNAPSHOT_LOCK_DAYS, '365');
   });
 
   test('termprotect: tags only cordon: keys on instances; modifies instances only', () => {

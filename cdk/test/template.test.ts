@@ -132,7 +132,7 @@ describe('step functions', () => {
     assert.equal(new Set(groups).size, 8);
   });
 
-  test('environment: EVIDENCE_BUCKET everywhere, TOPIC_ARN for notify, FORENSIC_INSTANCE_PROFILE_ARN for detach-profile', () => {
+  test('environment: EVIDENCE_BUCKET everywhere, TOPIC_ARN for notify, FORENSIC_INSTANCE_PROFILE_ARN for detach-profile, the snapshot lock for snapshot', () => {
     for (const placeholder of STEP_PLACEHOLDERS) {
       const vars = functionOf(placeholder).Properties.Environment.Variables;
       const expected: Record<string, unknown> = { EVIDENCE_BUCKET: { Ref: evidenceBucketId } };
@@ -140,6 +140,7 @@ describe('step functions', () => {
       if (placeholder === 'DetachProfileFunctionArn') {
         expected.FORENSIC_INSTANCE_PROFILE_ARN = { 'Fn::GetAtt': [only(resourcesOf(template, 'AWS::IAM::InstanceProfile'))[0], 'Arn'] };
       }
+      if (placeholder === 'SnapshotFunctionArn') Object.assign(expected, { SNAPSHOT_LOCK_MODE: 'governance', SNAPSHOT_LOCK_DAYS: '365' });
       assert.deepEqual(vars, expected, placeholder);
     }
   });

@@ -38,7 +38,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from . import ec2_throttling, iam_shims, model_fixes, network_shims, strict
+    from . import ec2_throttling, iam_shims, model_fixes, network_shims, snapshot_locks, strict
     from .apigateway import LocalApiGateway
     from .envfile import format_env
     from .deploy import DEFAULT_ASL, STEPS, deploy
@@ -80,6 +80,7 @@ def serve(args: argparse.Namespace) -> int:
     nodes = ManagedNodes()
     ssm = SsmRunCommandShim(nodes, server.endpoint)
     server.add_shim(S3ObjectLockChecksumShim())
+    server.add_shim(snapshot_locks.SnapshotLockShim())  # LockSnapshot, DescribeLockedSnapshots (snapshot_locks.py)
     server.add_shim(ConsoleScreenshotShim())
     server.add_shim(SsmInstanceInformationShim(nodes))
     server.add_shim(ssm)

@@ -9,6 +9,13 @@
 //! (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html>), and a
 //! bucket with Object Lock requires such a checksum on every put; a default retention of the
 //! bucket applies to each new object without anything said here.
+//!
+//! "Same bytes" is decided only from the checksum S3 itself stores and verified at upload
+//! (`ChecksumSHA256`, returned by HeadObject with `x-amz-checksum-mode: ENABLED`;
+//! <https://docs.aws.amazon.com/AmazonS3/API/API_HeadObject.html>), never from the user metadata
+//! `x-amz-meta-sha256`, which any writer sets to anything. An object without a SHA-256 checksum
+//! (not written by this writer) is never "the same" as ours. The metadata is still written, for
+//! people reading the bucket with a plain HeadObject.
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumMode;
@@ -132,6 +139,7 @@ impl EvidenceWriter {
             .head_object()
             .bucket(&self.bucket)
             .key(&key)
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
         {
@@ -141,10 +149,7 @@ impl EvidenceWriter {
             }
             Err(err) => return Err(StepError::aws("HeadObject", err)),
         };
-        let sha256 = match head.metadata().and_then(|m| m.get(SHA256_METADATA)) {
-            Some(sha) => sha.clone(),
-            None => self.existing_sha256(&key).await?,
-        };
+        let sha256 = s3_sha256(head.checksum_sha256());
         Ok(Some(Artifact {
             key,
             size: head.content_length().unwrap_or_default().max(0) as u64,
@@ -185,7 +190,7 @@ impl EvidenceWriter {
         }
     }
 
-    /// The recorded SHA-256 of an existing object: our metadata, else S3's own checksum.
+    /// The SHA-256 S3 stores for an existing object (never the user metadata).
     async fn existing_sha256(&self, key: &str) -> Result<String, StepError> {
         let head = self
             .s3
@@ -196,15 +201,21 @@ impl EvidenceWriter {
             .send()
             .await
             .map_err(|e| StepError::aws("HeadObject", e))?;
-        if let Some(sha) = head.metadata().and_then(|m| m.get(SHA256_METADATA)) {
-            return Ok(sha.clone());
-        }
-        Ok(head
-            .checksum_sha256()
-            .and_then(|b64| aws_smithy_types::base64::decode(b64).ok())
-            .map(|raw| hex(&raw))
-            .unwrap_or_else(|| "unknown".to_owned()))
+        Ok(s3_sha256(head.checksum_sha256()))
     }
+}
+
+/// Hex of S3's base64 `ChecksumSHA256`. A full-object SHA-256 of a single-part upload is the
+/// digest of the bytes; a multipart upload's composite checksum carries a `-<parts>` suffix
+/// (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html>), which
+/// does not decode and so never equals a digest: such an object, or one with no SHA-256 checksum,
+/// is `unknown`, never "the same bytes".
+fn s3_sha256(checksum: Option<&str>) -> String {
+    checksum
+        .and_then(|b64| aws_smithy_types::base64::decode(b64).ok())
+        .filter(|raw| raw.len() == 32)
+        .map(|raw| hex(&raw))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Lower-case hex of a digest.
@@ -241,6 +252,7 @@ mod tests {
     }
 
     const HELLO_SHA: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    const HELLO_B64: &str = "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=";
 
     fn precondition_failed() -> HttpResponse {
         HttpResponse::new(
@@ -288,10 +300,13 @@ mod tests {
     async fn a_retry_that_finds_the_same_bytes_succeeds() {
         let put = mock!(aws_sdk_s3::Client::put_object).then_http_response(precondition_failed);
         let head = mock!(aws_sdk_s3::Client::head_object)
-            .match_requests(|r| r.key() == Some("IR-7/i-01234567/metadata.json"))
+            .match_requests(|r| {
+                r.key() == Some("IR-7/i-01234567/metadata.json")
+                    && r.checksum_mode() == Some(&ChecksumMode::Enabled)
+            })
             .then_output(|| {
                 HeadObjectOutput::builder()
-                    .metadata("sha256", HELLO_SHA)
+                    .checksum_sha256(HELLO_B64)
                     .build()
             });
         let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&put, &head]);
@@ -315,7 +330,7 @@ mod tests {
         let put = mock!(aws_sdk_s3::Client::put_object).then_http_response(precondition_failed);
         let head = mock!(aws_sdk_s3::Client::head_object).then_output(|| {
             HeadObjectOutput::builder()
-                .metadata("sha256", "00ff")
+                .checksum_sha256(aws_smithy_types::base64::encode([0u8; 32]))
                 .build()
         });
         let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&put, &head]);
@@ -331,7 +346,80 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.name(), "EvidenceConflict");
-        assert!(err.to_string().contains("00ff"));
+        assert!(err.to_string().contains(&"00".repeat(32)));
+    }
+
+    #[tokio::test]
+    async fn a_forged_metadata_sha256_over_different_bytes_is_a_conflict() {
+        // Someone else wrote other bytes and set x-amz-meta-sha256 to our digest: S3's own
+        // checksum is what counts.
+        let put = mock!(aws_sdk_s3::Client::put_object).then_http_response(precondition_failed);
+        let head = mock!(aws_sdk_s3::Client::head_object)
+            .match_requests(|r| r.checksum_mode() == Some(&ChecksumMode::Enabled))
+            .then_output(|| {
+                HeadObjectOutput::builder()
+                    .metadata("sha256", HELLO_SHA)
+                    .checksum_sha256(aws_smithy_types::base64::encode(Sha256::digest(b"evil")))
+                    .build()
+            });
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&put, &head]);
+        let err = EvidenceWriter::new(s3, "evidence")
+            .put(
+                &incident(),
+                "metadata",
+                "metadata.json",
+                "application/json",
+                b"hello".to_vec(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.name(), "EvidenceConflict");
+        assert!(err.to_string().contains(&sha256_hex(b"evil")));
+    }
+
+    #[tokio::test]
+    async fn no_s3_checksum_is_never_the_same_bytes_whatever_the_metadata_says() {
+        let put = mock!(aws_sdk_s3::Client::put_object).then_http_response(precondition_failed);
+        let head = mock!(aws_sdk_s3::Client::head_object).then_output(|| {
+            HeadObjectOutput::builder()
+                .metadata("sha256", HELLO_SHA)
+                .build()
+        });
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&put, &head]);
+        let err = EvidenceWriter::new(s3, "evidence")
+            .put(
+                &incident(),
+                "metadata",
+                "metadata.json",
+                "application/json",
+                b"hello".to_vec(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.name(), "EvidenceConflict");
+        assert!(err.to_string().contains("unknown"));
+    }
+
+    #[tokio::test]
+    async fn an_existing_artifact_reports_s3s_checksum_not_the_metadata() {
+        let head = mock!(aws_sdk_s3::Client::head_object)
+            .match_requests(|r| r.checksum_mode() == Some(&ChecksumMode::Enabled))
+            .then_output(|| {
+                HeadObjectOutput::builder()
+                    .metadata("sha256", "forged")
+                    .metadata("step", "metadata")
+                    .checksum_sha256(HELLO_B64)
+                    .content_length(5)
+                    .build()
+            });
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&head]);
+        let a = EvidenceWriter::new(s3, "evidence")
+            .existing(&incident(), "metadata.json")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.sha256, HELLO_SHA);
+        assert_eq!(a.size, 5);
     }
 
     #[tokio::test]

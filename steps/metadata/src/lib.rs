@@ -386,18 +386,30 @@ pub async fn record(clients: &Clients, incident: &Incident) -> Result<Summary, S
         summary: summary.clone(),
     };
 
-    // metadata.json first: if this attempt dies between the two writes, the rerun finds no
-    // pre-incident state, describes the still untouched instance again and writes the same bytes.
-    let metadata_artifact = clients
-        .evidence
-        .put(
-            incident,
-            STEP,
-            METADATA,
-            "application/json",
-            to_json(&metadata)?,
-        )
-        .await?;
+    // metadata.json first. If this attempt died between the two writes, the rerun finds no
+    // pre-incident state but finds metadata.json: it reads back what was written and keeps it
+    // (rebuilding it would not give the same bytes: the SSM ping status, states and times change
+    // between calls, and a different body under the same key is EvidenceConflict, for good under
+    // Object Lock). The pre-incident state is then described now, from the still untouched
+    // instance: containment starts only after this step.
+    let metadata_artifact = match stored_metadata(clients, incident).await? {
+        Some(artifact) => {
+            tracing::info!("metadata.json already written by an earlier attempt; keeping it");
+            artifact
+        }
+        None => {
+            clients
+                .evidence
+                .put(
+                    incident,
+                    STEP,
+                    METADATA,
+                    "application/json",
+                    to_json(&metadata)?,
+                )
+                .await?
+        }
+    };
     let state_artifact = clients
         .evidence
         .put(
@@ -414,6 +426,30 @@ pub async fn record(clients: &Clients, incident: &Incident) -> Result<Summary, S
     })
 }
 
+/// The `metadata.json` an earlier attempt wrote for this incident, read back: it must be a JSON
+/// document of this incident, else the record cannot be continued.
+async fn stored_metadata(
+    clients: &Clients,
+    incident: &Incident,
+) -> Result<Option<Artifact>, StepError> {
+    let Some(bytes) = clients.evidence.get(incident, METADATA).await? else {
+        return Ok(None);
+    };
+    let stored: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| StepError::invalid(format!("stored {METADATA} is unreadable: {e}")))?;
+    if stored.get("incident_id").and_then(Value::as_str) != Some(incident.incident_id.as_str()) {
+        return Err(StepError::invalid(format!(
+            "stored {METADATA} is not a record of incident {}",
+            incident.incident_id
+        )));
+    }
+    clients.evidence.existing(incident, METADATA).await
+}
+
+/// Pretty JSON. Deterministic for the same state: struct fields serialize in declaration order,
+/// `BTreeMap`s in key order, and `serde_json::Value` objects (built with `json!` in source order)
+/// keep insertion order, because the workspace builds serde_json with `preserve_order` (a
+/// dependency enables it; `cargo tree -i serde_json -e features`).
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StepError> {
     serde_json::to_vec_pretty(value)
         .map_err(|e| StepError::invalid(format!("cannot serialize: {e}")))

@@ -573,3 +573,97 @@ fn an_instance_without_a_lifecycle_is_on_demand() {
     assert_eq!(instance_lifecycle(&i), "on-demand");
     assert_eq!(instance_lifecycle(&seeded_instance()), "spot");
 }
+
+#[tokio::test]
+async fn a_retry_after_metadata_json_was_written_keeps_it_and_writes_the_pre_incident_state() {
+    let describe = describe_ok();
+    let volumes = mock!(aws_sdk_ec2::Client::describe_volumes)
+        .then_output(|| DescribeVolumesOutput::builder().build());
+    let groups = mock!(aws_sdk_ec2::Client::describe_security_groups)
+        .then_output(|| DescribeSecurityGroupsOutput::builder().build());
+    let assoc = mock!(aws_sdk_ec2::Client::describe_iam_instance_profile_associations)
+        .then_output(|| DescribeIamInstanceProfileAssociationsOutput::builder().build());
+    // What the first attempt wrote: different from what a rebuild gives (SSM was offline then).
+    let written =
+        serde_json::to_vec_pretty(&json!({"incident_id": "IR-1", "ssm": {"online": false}}))
+            .unwrap();
+    let written_sha = cordon_common::evidence::sha256_hex(&written);
+    let get_metadata = mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|r| r.key() == Some("IR-1/i-0123456789abcdef0/metadata.json"))
+        .then_output(move || {
+            GetObjectOutput::builder()
+                .body(written.clone().into())
+                .build()
+        });
+    let head = {
+        let sha = written_sha.clone();
+        mock!(aws_sdk_s3::Client::head_object)
+            .match_requests(|r| r.key() == Some("IR-1/i-0123456789abcdef0/metadata.json"))
+            .then_output(move || {
+                let raw: Vec<u8> = (0..32)
+                    .map(|i| u8::from_str_radix(&sha[2 * i..2 * i + 2], 16).unwrap())
+                    .collect();
+                HeadObjectOutput::builder()
+                    .checksum_sha256(aws_smithy_types::base64::encode(raw))
+                    .content_length(40)
+                    .build()
+            })
+    };
+    let put_metadata = mock!(aws_sdk_s3::Client::put_object)
+        .match_requests(|r| r.key() == Some("IR-1/i-0123456789abcdef0/metadata.json"))
+        .then_http_response(s3_error(412, "PreconditionFailed"));
+    let put_state = mock!(aws_sdk_s3::Client::put_object)
+        .match_requests(|r| r.key() == Some("IR-1/i-0123456789abcdef0/pre-incident-state.json"))
+        .then_output(|| PutObjectOutput::builder().build());
+    let o = others();
+    let c = clients(
+        &[&describe, &volumes, &groups, &assoc],
+        &[&get_metadata, &head, &put_metadata, &put_state],
+        &o,
+    );
+
+    let summary = record(&c, &incident()).await.unwrap();
+
+    assert_eq!(put_metadata.num_calls(), 0, "metadata.json is not rebuilt");
+    assert_eq!(put_state.num_calls(), 1);
+    assert!(!summary.resumed);
+    assert_eq!(summary.artifacts.len(), 2);
+    assert_eq!(
+        summary.artifacts[0].key,
+        "IR-1/i-0123456789abcdef0/metadata.json"
+    );
+    assert_eq!(summary.artifacts[0].sha256, written_sha, "what S3 holds");
+    assert_eq!(
+        summary.artifacts[1].key,
+        "IR-1/i-0123456789abcdef0/pre-incident-state.json"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_metadata_json_of_another_incident_is_refused() {
+    let describe = describe_ok();
+    let volumes = mock!(aws_sdk_ec2::Client::describe_volumes)
+        .then_output(|| DescribeVolumesOutput::builder().build());
+    let groups = mock!(aws_sdk_ec2::Client::describe_security_groups)
+        .then_output(|| DescribeSecurityGroupsOutput::builder().build());
+    let assoc = mock!(aws_sdk_ec2::Client::describe_iam_instance_profile_associations)
+        .then_output(|| DescribeIamInstanceProfileAssociationsOutput::builder().build());
+    let get_metadata = mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|r| r.key() == Some("IR-1/i-0123456789abcdef0/metadata.json"))
+        .then_output(|| {
+            GetObjectOutput::builder()
+                .body(br#"{"incident_id": "IR-2"}"#.to_vec().into())
+                .build()
+        });
+    let put =
+        mock!(aws_sdk_s3::Client::put_object).then_output(|| PutObjectOutput::builder().build());
+    let o = others();
+    let c = clients(
+        &[&describe, &volumes, &groups, &assoc],
+        &[&get_metadata, &put],
+        &o,
+    );
+    let err = record(&c, &incident()).await.unwrap_err();
+    assert_eq!(err.name(), "InvalidInput");
+    assert_eq!(put.num_calls(), 0);
+}

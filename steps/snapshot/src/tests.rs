@@ -2,7 +2,9 @@ use super::*;
 use aws_sdk_ec2::operation::create_snapshots::CreateSnapshotsOutput;
 use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_locked_snapshots::DescribeLockedSnapshotsOutput;
 use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+use aws_sdk_ec2::operation::lock_snapshot::LockSnapshotOutput;
 use aws_sdk_ec2::types::{
     EbsInstanceBlockDevice, Instance, InstanceBlockDeviceMapping, Reservation, Snapshot,
     SnapshotInfo, SnapshotState,
@@ -39,6 +41,38 @@ fn describe() -> Rule {
             )
             .build()
     })
+}
+
+fn policy() -> LockPolicy {
+    LockPolicy::new("COMPLIANCE", "90").unwrap()
+}
+
+fn no_locks() -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_locked_snapshots)
+        .then_output(|| DescribeLockedSnapshotsOutput::builder().build())
+}
+
+fn lock() -> Rule {
+    mock!(aws_sdk_ec2::Client::lock_snapshot)
+        .match_requests(|r| {
+            r.lock_mode() == Some(&LockMode::Compliance)
+                && r.lock_duration() == Some(90)
+                && r.cool_off_period().is_none()
+        })
+        .then_output(|| {
+            LockSnapshotOutput::builder()
+                .lock_state(LockState::Compliance)
+                .lock_duration(90)
+                .build()
+        })
+}
+
+fn locked(id: &str, state: LockState) -> LockedSnapshotsInfo {
+    LockedSnapshotsInfo::builder()
+        .snapshot_id(id)
+        .lock_state(state)
+        .lock_duration(90)
+        .build()
 }
 
 fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
@@ -111,15 +145,35 @@ async fn one_crash_consistent_call_for_every_volume_boot_included_tagged_with_th
     let tag = mock!(aws_sdk_ec2::Client::create_tags)
         .match_requests(|r| r.tags()[0].key() == Some(TAG_VOLUME))
         .then_output(|| CreateTagsOutput::builder().build());
-    let out = snapshot(&ec2(&[&d, &none, &create, &tag]), &incident())
-        .await
-        .unwrap();
+    let (locks, lock) = (no_locks(), lock());
+    let out = snapshot(
+        &ec2(&[&d, &none, &create, &tag, &locks, &lock]),
+        &policy(),
+        &incident(),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(create.num_calls(), 1);
     assert_eq!(tag.num_calls(), 2, "each snapshot tagged with its volume");
+    assert_eq!(lock.num_calls(), 2, "each snapshot locked");
     assert_eq!(out.snapshots.len(), 2);
     assert_eq!(out.snapshots[0].state.as_deref(), Some("completed"));
-    assert_eq!(out.actions.len(), 1);
+    assert_eq!(
+        out.snapshots[0]
+            .lock
+            .as_ref()
+            .unwrap()
+            .lock_state
+            .as_deref(),
+        Some("compliance")
+    );
+    assert_eq!(out.actions.len(), 3);
+    let lock_action = &out.actions[1];
+    assert_eq!(lock_action.action, "lock snapshot");
+    assert_eq!(lock_action.before, json!(null));
+    assert_eq!(lock_action.after["lock_mode"], "compliance");
+    assert_eq!(lock_action.after["lock_duration_days"], 90);
 }
 
 #[tokio::test]
@@ -133,12 +187,89 @@ async fn a_rerun_finds_the_snapshots_of_this_incident_and_makes_none() {
     });
     let create = mock!(aws_sdk_ec2::Client::create_snapshots)
         .then_output(|| CreateSnapshotsOutput::builder().build());
-    let out = snapshot(&ec2(&[&d, &found, &create]), &incident())
+    let locks = mock!(aws_sdk_ec2::Client::describe_locked_snapshots)
+        .match_requests(|r| r.snapshot_ids() == ["snap-1", "snap-2"])
+        .then_output(|| {
+            DescribeLockedSnapshotsOutput::builder()
+                .snapshots(locked("snap-1", LockState::Compliance))
+                .snapshots(locked("snap-2", LockState::ComplianceCooloff))
+                .build()
+        });
+    let lock = lock();
+    let out = snapshot(
+        &ec2(&[&d, &found, &create, &locks, &lock]),
+        &policy(),
+        &incident(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(create.num_calls(), 0);
+    assert_eq!(lock.num_calls(), 0, "locks found are kept, not modified");
+    assert_eq!(out.snapshots.len(), 2);
+    assert!(out.snapshots.iter().all(|s| s.lock.is_some()));
+    assert!(out.actions.is_empty());
+}
+
+#[tokio::test]
+async fn a_rerun_relocks_an_expired_or_weaker_lock_and_skips_a_snapshot_in_error() {
+    let d = describe();
+    let found = mock!(aws_sdk_ec2::Client::describe_snapshots).then_output(|| {
+        DescribeSnapshotsOutput::builder()
+            .snapshots(snapshot_of("vol-root", "snap-1"))
+            .snapshots(
+                Snapshot::builder()
+                    .volume_id("vol-data")
+                    .snapshot_id("snap-2")
+                    .state(SnapshotState::Error)
+                    .build(),
+            )
+            .build()
+    });
+    let locks = mock!(aws_sdk_ec2::Client::describe_locked_snapshots).then_output(|| {
+        DescribeLockedSnapshotsOutput::builder()
+            .snapshots(locked("snap-1", LockState::Governance))
+            .build()
+    });
+    let lock = lock();
+    let out = snapshot(&ec2(&[&d, &found, &locks, &lock]), &policy(), &incident())
         .await
         .unwrap();
-    assert_eq!(create.num_calls(), 0);
-    assert_eq!(out.snapshots.len(), 2);
-    assert!(out.actions.is_empty());
+    assert_eq!(
+        lock.num_calls(),
+        1,
+        "governance is raised to compliance; error is not lockable"
+    );
+    assert_eq!(out.actions.len(), 1);
+    assert_eq!(out.actions[0].target, "snap-1");
+    assert_eq!(out.actions[0].before["lock_state"], "governance");
+    let data = out
+        .snapshots
+        .iter()
+        .find(|s| s.volume_id == "vol-data")
+        .unwrap();
+    assert!(data.lock.is_none());
+}
+
+#[test]
+fn the_lock_policy_is_validated() {
+    assert_eq!(
+        LockPolicy::new("GOVERNANCE", "365").unwrap(),
+        LockPolicy {
+            mode: LockMode::Governance,
+            days: 365
+        }
+    );
+    for (mode, days) in [
+        ("legal-hold", "1"),
+        ("compliance", "0"),
+        ("compliance", "36501"),
+        ("governance", "x"),
+    ] {
+        assert_eq!(
+            LockPolicy::new(mode, days).unwrap_err().name(),
+            "InvalidInput"
+        );
+    }
 }
 
 #[tokio::test]
@@ -146,7 +277,7 @@ async fn errors_are_named() {
     let throttled = mock!(aws_sdk_ec2::Client::describe_instances)
         .then_http_response(ec2_error(503, "RequestLimitExceeded"));
     assert_eq!(
-        snapshot(&ec2(&[&throttled]), &incident())
+        snapshot(&ec2(&[&throttled]), &policy(), &incident())
             .await
             .unwrap_err()
             .name(),
@@ -155,7 +286,7 @@ async fn errors_are_named() {
     let missing = mock!(aws_sdk_ec2::Client::describe_instances)
         .then_http_response(ec2_error(400, "InvalidInstanceID.NotFound"));
     assert_eq!(
-        snapshot(&ec2(&[&missing]), &incident())
+        snapshot(&ec2(&[&missing]), &policy(), &incident())
             .await
             .unwrap_err()
             .name(),
@@ -167,7 +298,7 @@ async fn errors_are_named() {
     let denied = mock!(aws_sdk_ec2::Client::create_snapshots)
         .then_http_response(ec2_error(403, "UnauthorizedOperation"));
     assert_eq!(
-        snapshot(&ec2(&[&d, &none, &denied]), &incident())
+        snapshot(&ec2(&[&d, &none, &denied]), &policy(), &incident())
             .await
             .unwrap_err()
             .name(),
