@@ -3,9 +3,12 @@ rule promises, and nothing else does.
 
 GuardDuty findings reach EventBridge from GuardDuty itself (source ``aws.guardduty``, which no
 client may put: PutEvents refuses it), so the scenarios hand them to the local bus through
-``POST /_cordon/events`` as GuardDuty would; the rule, its pattern, input transformer, role,
-retry policy and dead-letter queue are the synthesized template's (``local_aws/eventbridge.py``).
-Every assertion reads the emulator: Step Functions executions, the instance, the DLQ.
+``POST /_cordon/events`` as GuardDuty would; the rule, its pattern, input transformer, target (the
+findings queue), retry policy and dead-letter queue are the synthesized template's
+(``local_aws/eventbridge.py``), and so are the queue, its event source mapping and the dispatcher
+that starts the execution (``local_aws/sqs_event_source.py``, ``steps/dispatch``; the bound on
+running executions: ``test_guardduty_queue.py``). Every assertion reads the emulator: Step
+Functions executions, the instance, the queues.
 """
 
 from __future__ import annotations
@@ -170,6 +173,19 @@ def settled_deliveries(stack, event_id: str, timeout: float = 30) -> list[dict]:
         time.sleep(0.1)
 
 
+def wait_started(stack, instance_id: str, timeout: float = 60) -> dict:
+    """The one execution for ``instance_id``, once the dispatcher has started it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = executions_for(stack, instance_id)
+        if found:
+            (execution,) = found
+            return execution
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no execution for {instance_id} after {timeout}s")
+        time.sleep(0.25)
+
+
 def executions_for(stack, instance_id: str) -> list[dict]:
     """Every execution of the Cordon state machine whose input names ``instance_id``."""
     out = []
@@ -223,22 +239,28 @@ def test_a_guardduty_ec2_finding_starts_one_response_that_contains_the_instance(
     (delivery,) = settled_deliveries(stack, put["id"])
     assert delivery["status"] == "delivered", delivery
     assert delivery["attempts"] == 1
-    (execution,) = executions_for(stack, inst.instance_id)
-    assert execution["executionArn"] == delivery["result"]["executionArn"]
-    assert execution["stateMachineArn"] == stack.state_machine_arn == rule["targets"][0]["arn"]
-    # The input the rule's transformer promises (README: GuardDuty), nothing more.
+    # The rule queues the finding; the dispatcher starts the response from the queue.
+    assert rule["targets"][0]["arn"].endswith(".fifo") and rule["targets"][0]["role_arn"] is None
+    assert json.loads(delivery["input"]) == {
+        "finding_id": event["detail"]["id"],
+        "instance_id": inst.instance_id,
+        "reason": "Backdoor:EC2/C&CActivity.B!DNS",
+        "requested_by": "guardduty",
+    }
+    execution = wait_started(stack, inst.instance_id)
+    assert execution["stateMachineArn"] == stack.state_machine_arn
+    # The input the rule's transformer promises (README: GuardDuty), nothing more: the finding id
+    # is the execution's name, which the response uses as its incident id.
     assert json.loads(execution["input"]) == {
         "instance_id": inst.instance_id,
         "reason": "Backdoor:EC2/C&CActivity.B!DNS",
         "requested_by": "guardduty",
     }
-    # EventBridge gives no name: Step Functions names the execution with a UUID, which the
-    # response uses as its incident id.
     incident = execution["name"]
-    assert str(uuid.UUID(incident)) == incident
-    # StartExecution was called once, with the rule role's credentials (AssumeRole first).
-    assumed = stack.requests(service="sts", action="AssumeRole")
-    assert any(rule["targets"][0]["role_arn"] in json.dumps(r["params"]) for r in assumed), assumed[-3:]
+    assert incident == event["detail"]["id"]
+    # StartExecution was called by the dispatcher, under its own role.
+    starts = [r for r in stack.requests(service="states", action="StartExecution") if incident in json.dumps(r["params"])]
+    assert [r["principal"] for r in starts] == ["function:cordon-dispatch"], starts
 
     desc = wait_terminal(stack, execution["executionArn"])
     assert desc["status"] == "SUCCEEDED", failure(stack, desc)
@@ -330,35 +352,45 @@ def test_putevents_refuses_aws_sources_and_delivers_only_what_matches(stack):
     assert executions_for(stack, inst_id) == []
 
 
-def test_a_throttled_start_is_retried_and_starts_exactly_one_execution(stack):
+def test_a_throttled_start_leaves_the_finding_queued_and_it_starts_exactly_once_later(stack):
+    from test_guardduty_queue import dispatcher_settings, mapping
+
     inst_id = unknown_instance_id()
+    # Four throttles: the dispatcher's SDK gives up after three attempts, the finding goes back to
+    # the queue, and the next receive starts it (the fourth throttled, the fifth accepted).
     stack.control(
         "/faults",
         {
             "service": "states",
             "action": "StartExecution",
             "code": "ThrottlingException",
-            "count": 2,
+            "count": 4,
             "instance_id": inst_id,
         },
     )
     since = stack.last_request_seq()
+    left_before = mapping(stack)["stats"]["left"]
 
-    put = put_aws_event(stack, c2_finding(stack, inst_id))
+    with dispatcher_settings(stack, RETRY_DELAY_SECONDS="1"):
+        put = put_aws_event(stack, c2_finding(stack, inst_id))
+        (delivery,) = settled_deliveries(stack, put["id"])
+        execution = wait_started(stack, inst_id)
 
-    (delivery,) = settled_deliveries(stack, put["id"])
-    assert delivery["status"] == "delivered" and delivery["attempts"] == 3, delivery
+    assert delivery["status"] == "delivered" and delivery["attempts"] == 1, delivery
     starts = [
         r
         for r in stack.requests(service="states", action="StartExecution", since=since)
         if inst_id in json.dumps(r["params"])
     ]
-    assert [r["status"] for r in starts] == [400, 400, 200]
-    (execution,) = executions_for(stack, inst_id)
-    assert execution["executionArn"] == delivery["result"]["executionArn"]
+    assert [r["status"] for r in starts] == [400, 400, 400, 400, 200]
+    assert {r["principal"] for r in starts} == {"function:cordon-dispatch"}
+    assert mapping(stack)["stats"]["left"] > left_before, "the finding went back to the queue"
+    assert execution["name"] == json.loads(delivery["input"])["finding_id"]
+    time.sleep(1)
+    assert len(executions_for(stack, inst_id)) == 1
 
 
-def test_a_start_that_keeps_failing_is_retried_per_the_policy_then_dead_lettered(stack):
+def test_a_finding_the_rule_cannot_queue_is_retried_per_the_policy_then_dead_lettered(stack):
     inst_id = unknown_instance_id()
     rule = guardduty_rule(stack)
     target = rule["targets"][0]
@@ -366,9 +398,10 @@ def test_a_start_that_keeps_failing_is_retried_per_the_policy_then_dead_lettered
     stack.control(
         "/faults",
         {
-            "service": "states",
-            "action": "StartExecution",
-            "code": "ThrottlingException",
+            "service": "sqs",
+            "action": "SendMessage",
+            "code": "InternalFailure",
+            "status": 500,
             "count": retries + 1,
             "instance_id": inst_id,
         },
@@ -381,12 +414,14 @@ def test_a_start_that_keeps_failing_is_retried_per_the_policy_then_dead_lettered
     (delivery,) = settled_deliveries(stack, put["id"], timeout=60)
     assert delivery["status"] == "failed" and delivery["attempts"] == retries + 1, delivery
     assert delivery["exhausted_retry_condition"] == "MaximumRetryAttempts"
-    starts = [
+    queue = target["arn"].rsplit(":", 1)[-1]
+    sends = [
         r
-        for r in stack.requests(service="states", action="StartExecution", since=since)
-        if inst_id in json.dumps(r["params"])
+        for r in stack.requests(service="sqs", action="SendMessage", since=since)
+        if inst_id in json.dumps(r["params"]) and str(r["params"].get("QueueUrl", "")).endswith("/" + queue)
     ]
-    assert len(starts) == retries + 1 and all(r["fault"] for r in starts)
+    assert len(sends) == retries + 1 and all(r["fault"] for r in sends)
+    time.sleep(1)
     assert executions_for(stack, inst_id) == []
 
     # The original event is in the rule's dead-letter queue, with EventBridge's attributes.
@@ -410,4 +445,4 @@ def test_a_start_that_keeps_failing_is_retried_per_the_policy_then_dead_lettered
     assert attrs["TARGET_ARN"] == target["arn"]
     assert attrs["EXHAUSTED_RETRY_CONDITION"] == "MaximumRetryAttempts"
     assert attrs["RETRY_ATTEMPTS"] == str(retries)
-    assert attrs["ERROR_CODE"] and "ThrottlingException" in attrs["ERROR_MESSAGE"]
+    assert attrs["ERROR_CODE"] and "InternalFailure" in attrs["ERROR_MESSAGE"]

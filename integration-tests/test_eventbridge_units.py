@@ -298,13 +298,17 @@ def test_the_deployed_guardduty_target_input_is_the_documented_request():
         "source": "aws.guardduty",
         "detail-type": "GuardDuty Finding",
         "detail": {
+            "id": "60baffd3f9042e38640f2300d5c5a631",
             "type": "CryptoCurrency:EC2/BitcoinTool.B!DNS",
             "severity": 8,
             "resource": {"resourceType": "Instance", "instanceDetails": {"instanceId": "i-0123456789abcdef0"}},
         },
     }
     out = render_input_transformer(target["InputTransformer"], event, "arn", "r")
+    # The message the findings queue gets: the execution's input plus the finding id, which the
+    # dispatcher makes the execution's name (steps/dispatch).
     assert json.loads(out) == {
+        "finding_id": "60baffd3f9042e38640f2300d5c5a631",
         "instance_id": "i-0123456789abcdef0",
         "reason": "CryptoCurrency:EC2/BitcoinTool.B!DNS",
         "requested_by": "guardduty",

@@ -4,6 +4,8 @@
 import type { Node } from 'constructs';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 
+import { DEFAULT_MAX_CONCURRENT_RESPONSES } from './concurrency';
+
 export type Architecture = 'arm64' | 'x86_64';
 export type RetentionMode = 'GOVERNANCE' | 'COMPLIANCE';
 
@@ -23,6 +25,14 @@ export interface CordonConfig {
   readonly apiKey: boolean;
   /** Start a response for every GuardDuty EC2 finding at or above this severity; off when unset. */
   readonly guardDutySeverity?: number;
+  /**
+   * Responses that may run at once: the reserved concurrency of every step function and the
+   * number of executions the GuardDuty path lets run (the rest wait in its queue). Default sized
+   * from EC2's request token buckets (lib/concurrency.ts).
+   */
+  readonly maxConcurrentResponses: number;
+  /** Reserve that concurrency for the functions; off for accounts whose Lambda quota is too small. */
+  readonly reservedConcurrency: boolean;
   /** State machine polling of the SSM collection: seconds between polls and the poll cap. */
   readonly collectionWaitSeconds: string;
   readonly collectionMaxPolls: string;
@@ -106,6 +116,9 @@ export function configFromContext(node: Node, defaultLambdaDir: string): CordonC
     apiKey: booleanOf(ctx('apiKey'), 'apiKey'),
     apiGatewayCloudWatchRole: booleanOf(ctx('apiGatewayCloudWatchRole') ?? true, 'apiGatewayCloudWatchRole'),
     guardDutySeverity,
+    maxConcurrentResponses:
+      integerOf(ctx('maxConcurrentResponses'), 'maxConcurrentResponses', 1, 1000) ?? DEFAULT_MAX_CONCURRENT_RESPONSES,
+    reservedConcurrency: booleanOf(ctx('reservedConcurrency') ?? true, 'reservedConcurrency'),
     collectionWaitSeconds: String(collectionWaitSeconds),
     collectionMaxPolls: String(collectionMaxPolls),
     apiStageName,

@@ -34,9 +34,16 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct, IConstruct } from 'constructs';
 import { flattenCfnReference } from 'cdk-nag/lib/utils/flatten-cfn-reference';
 
+import {
+  DISPATCH_MAX_CONCURRENCY,
+  DISPATCH_RETRY_DELAY_SECONDS,
+  DISPATCH_TIMEOUT_SECONDS,
+  FINDINGS_MAX_RECEIVE_COUNT,
+} from './concurrency';
 import type { CordonConfig } from './config';
 import { loadDefinition } from './definition';
 import {
+  DISPATCH,
   ROLE_PATH,
   STEPS,
   functionArnPlaceholder,
@@ -329,6 +336,10 @@ export class CordonStack extends Stack {
         code: stepCode(config, step.binary),
         memorySize: 256,
         timeout: Duration.seconds(60),
+        // A response invokes each step function at most once at a time, so this many responses
+        // run without one waiting for another's slot, and no other function of the account can
+        // take the slots (lib/concurrency.ts: the number, and EC2's limits behind it).
+        reservedConcurrentExecutions: config.reservedConcurrency ? config.maxConcurrentResponses : undefined,
         role,
         logGroup,
         loggingFormat: lambda.LoggingFormat.JSON,
@@ -403,7 +414,7 @@ export class CordonStack extends Stack {
 
     // ----------------------------------------------------------------------------- GuardDuty
     if (config.guardDutySeverity !== undefined) {
-      this.buildGuardDutyRule(config.guardDutySeverity);
+      this.buildGuardDutyPath(config, config.guardDutySeverity, architecture);
     }
 
     // ----------------------------------------------------------------------------- logs key policy
@@ -704,7 +715,30 @@ export class CordonStack extends Stack {
     alarm.addAlarmAction(new cwActions.SnsAction(this.topic));
   }
 
-  private buildGuardDutyRule(severity: number): void {
+  /**
+   * GuardDuty findings start responses through a queue, at most `maxConcurrentResponses` running:
+   * Step Functions has no cap on concurrent Standard executions, and a storm of findings must not
+   * start them all at once (lib/concurrency.ts; ARCHITECTURE.md "A storm of findings").
+   *
+   * rule ──SendMessage──► findings queue (FIFO, one message group) ──event source mapping──►
+   * dispatcher (steps/dispatch): counts RUNNING executions, starts findings in order while fewer
+   * than the bound run, returns the rest as batchItemFailures (they stay queued).
+   *
+   * - One message group, so the queue hands the dispatcher one batch at a time, in order: "For FIFO
+   *   queues, concurrent invocations are capped at the number of message group IDs or the maximum
+   *   concurrency setting, whichever is lower"
+   *   (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-scaling.html). Two dispatchers can
+   *   therefore never both see one free slot and both take it.
+   * - An EventBridge target FIFO queue needs a message group id and content-based deduplication
+   *   (https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_SqsParameters.html).
+   * - Retention 14 days (the SQS maximum); after FINDINGS_MAX_RECEIVE_COUNT receives a finding
+   *   goes to a FIFO dead-letter queue (a FIFO queue's DLQ must be FIFO). The queue's visibility
+   *   timeout is six times the function timeout, as Lambda advises for an SQS event source
+   *   (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html).
+   * - Deliveries the rule cannot make go to its own (standard) dead-letter queue, as before. An
+   *   alarm on both dead-letter queues tells the team that a finding was not started.
+   */
+  private buildGuardDutyPath(config: CordonConfig, severity: number, architecture: lambda.Architecture): void {
     const deadLetters = new sqs.Queue(this, 'GuardDutyDeadLetters', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
@@ -714,13 +748,24 @@ export class CordonStack extends Stack {
       id: 'AwsSolutions-SQS3',
       reason: 'This queue is itself the dead-letter queue of the GuardDuty rule target (EventBridge DLQs are not visible to the rule as an SQS redrive policy).',
     });
-    const eventsRole = new iam.Role(this, 'GuardDutyRuleRole', {
-      path: ROLE_PATH,
-      description: 'Cordon GuardDuty rule: starts the Cordon state machine',
-      assumedBy: new iam.ServicePrincipal('events.amazonaws.com'),
+    const notStarted = new sqs.Queue(this, 'GuardDutyFindingsDeadLetters', {
+      fifo: true,
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
     });
+    const findings = new sqs.Queue(this, 'GuardDutyFindings', {
+      fifo: true,
+      contentBasedDeduplication: true,
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+      visibilityTimeout: Duration.seconds(6 * DISPATCH_TIMEOUT_SECONDS),
+      deadLetterQueue: { queue: notStarted, maxReceiveCount: FINDINGS_MAX_RECEIVE_COUNT },
+    });
+
     new events.Rule(this, 'GuardDutyRule', {
-      description: `Cordon: start a response for GuardDuty EC2 findings of severity ${severity} or more`,
+      description: `Cordon: queue a response for GuardDuty EC2 findings of severity ${severity} or more`,
       eventPattern: {
         source: ['aws.guardduty'],
         detailType: ['GuardDuty Finding'],
@@ -730,14 +775,17 @@ export class CordonStack extends Stack {
         },
       },
       targets: [
-        new targets.SfnStateMachine(this.stateMachine, {
-          role: eventsRole,
+        // The construct adds the queue policy that lets events.amazonaws.com send, from this rule
+        // only (aws:SourceArn); SSE-SQS needs no key policy.
+        new targets.SqsQueue(findings, {
+          messageGroupId: 'guardduty',
           deadLetterQueue: deadLetters,
           retryAttempts: 8,
           maxEventAge: Duration.hours(2),
-          // The execution name cannot be set here: Step Functions picks one, and the metadata
-          // step uses it as the incident id.
-          input: events.RuleTargetInput.fromObject({
+          // The state machine's input as before, plus the finding id, which the dispatcher makes
+          // the execution name (and so the incident id) and takes out of the input.
+          message: events.RuleTargetInput.fromObject({
+            finding_id: events.EventField.fromPath('$.detail.id'),
             instance_id: events.EventField.fromPath('$.detail.resource.instanceDetails.instanceId'),
             reason: events.EventField.fromPath('$.detail.type'),
             requested_by: 'guardduty',
@@ -745,6 +793,79 @@ export class CordonStack extends Stack {
         }),
       ],
     });
+
+    const logGroup = this.encryptedLogGroup(`${DISPATCH.id}LogGroup`, `/cordon/${this.stackName}/${DISPATCH.name}`, config);
+    const statements = DISPATCH.statements({
+      stateMachineArn: this.stateMachine.stateMachineArn,
+      findingsQueueArn: findings.queueArn,
+    });
+    const role = new iam.Role(this, `${DISPATCH.id}Role`, {
+      path: ROLE_PATH,
+      description: 'Cordon GuardDuty dispatcher',
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      inlinePolicies: {
+        [`cordon-${DISPATCH.name}`]: new iam.PolicyDocument({
+          statements: [
+            ...statements.map(toPolicyStatement),
+            new iam.PolicyStatement({
+              sid: 'OwnLogGroup',
+              actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+              resources: [logGroup.logGroupArn],
+            }),
+          ],
+        }),
+      },
+    });
+    acknowledgeWildcards(role, statements);
+    const dispatcher = new lambda.Function(this, `${DISPATCH.id}Function`, {
+      description: DISPATCH.description,
+      runtime: lambda.Runtime.PROVIDED_AL2023,
+      architecture,
+      handler: 'bootstrap',
+      code: stepCode(config, DISPATCH.binary),
+      memorySize: 128,
+      timeout: Duration.seconds(DISPATCH_TIMEOUT_SECONDS),
+      // At least the mapping's maximum concurrency, or Lambda throttles the mapping's invocations.
+      reservedConcurrentExecutions: config.reservedConcurrency ? DISPATCH_MAX_CONCURRENCY : undefined,
+      role,
+      logGroup,
+      loggingFormat: lambda.LoggingFormat.JSON,
+      applicationLogLevelV2: lambda.ApplicationLogLevel.INFO,
+      systemLogLevelV2: lambda.SystemLogLevel.WARN,
+      environment: {
+        STATE_MACHINE_ARN: this.stateMachine.stateMachineArn,
+        QUEUE_URL: findings.queueUrl,
+        MAX_RUNNING_RESPONSES: String(config.maxConcurrentResponses),
+        RETRY_DELAY_SECONDS: String(DISPATCH_RETRY_DELAY_SECONDS),
+      },
+    });
+    // The L2 mapping, not SqsEventSource: that one would also grant GetQueueUrl and
+    // ChangeMessageVisibility through grantConsumeMessages; the role above has what is needed.
+    new lambda.EventSourceMapping(this, 'GuardDutyDispatch', {
+      target: dispatcher,
+      eventSourceArn: findings.queueArn,
+      batchSize: 10, // the maximum for a FIFO queue
+      reportBatchItemFailures: true,
+      maxConcurrency: DISPATCH_MAX_CONCURRENCY,
+    });
+
+    const alarm = new cloudwatch.Alarm(this, 'GuardDutyFindingsNotStartedAlarm', {
+      alarmDescription:
+        'Cordon: a GuardDuty finding was not started (the rule could not queue it, or no dispatcher could start it). Read it from the dead-letter queue, fix the cause, move it back (SQS dead-letter queue redrive).',
+      metric: new cloudwatch.MathExpression({
+        expression: 'undelivered + notstarted',
+        usingMetrics: {
+          undelivered: deadLetters.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum', period: Duration.minutes(5) }),
+          notstarted: notStarted.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum', period: Duration.minutes(5) }),
+        },
+        period: Duration.minutes(5),
+      }),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    alarm.addAlarmAction(new cwActions.SnsAction(this.topic));
   }
 }
 

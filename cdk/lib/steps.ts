@@ -561,3 +561,58 @@ export const STEPS: readonly StepDefinition[] = [
 export function functionArnPlaceholder(step: StepDefinition): string {
   return `${step.id}FunctionArn`;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The GuardDuty dispatcher: not a step of the state machine (nothing in the definition invokes
+// it, and the state machine role cannot), but a function with a role of its own all the same.
+// Service Authorization Reference: list_awsstepfunctions.html gives ListExecutions and
+// StartExecution the `stateMachine` resource type; list_amazonsqs.html gives ReceiveMessage,
+// DeleteMessage, GetQueueAttributes and ChangeMessageVisibility (which also authorizes
+// ChangeMessageVisibilityBatch) the `queue` resource type.
+
+/** ARNs the dispatcher's statements are scoped to. */
+export interface DispatchArns {
+  readonly stateMachineArn: string;
+  readonly findingsQueueArn: string;
+}
+
+export interface DispatchDefinition {
+  readonly name: 'dispatch';
+  readonly binary: string;
+  readonly id: string;
+  readonly description: string;
+  readonly statements: (arns: DispatchArns) => StepStatement[];
+}
+
+export const DISPATCH: DispatchDefinition = {
+  name: 'dispatch',
+  binary: 'cordon-dispatch',
+  id: 'Dispatch',
+  description: 'Cordon: start queued GuardDuty responses while fewer than the bound run; leave the rest queued',
+  statements: (arns): StepStatement[] => [
+    {
+      sid: 'CountRunning',
+      actions: ['states:ListExecutions'],
+      resources: [arns.stateMachineArn],
+      why: 'count the RUNNING executions of the Cordon state machine (the bound); only that state machine',
+    },
+    {
+      sid: 'StartResponses',
+      actions: ['states:StartExecution'],
+      resources: [arns.stateMachineArn],
+      why: 'start a response per queued finding, named after the finding; only the Cordon state machine',
+    },
+    {
+      sid: 'ConsumeFindings',
+      actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes'],
+      resources: [arns.findingsQueueArn],
+      why: 'the SQS event source mapping reads and deletes messages with the function\'s execution role (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html); only the findings queue',
+    },
+    {
+      sid: 'DelayQueuedFindings',
+      actions: ['sqs:ChangeMessageVisibility'],
+      resources: [arns.findingsQueueArn],
+      why: 'offer a finding that found every slot taken again after the retry delay (ChangeMessageVisibilityBatch); only the findings queue',
+    },
+  ],
+};

@@ -332,14 +332,41 @@ describe('other roles', () => {
     );
   });
 
-  test('the GuardDuty rule role only starts this state machine', () => {
-    const [rule] = Object.entries(resourcesOf(template, 'AWS::Events::Rule'))
-      .filter(([id]) => id.startsWith('GuardDutyRule'))
-      .map(([, r]) => r);
-    const roleId = logicalIdOf(rule.Properties.Targets[0].RoleArn);
-    const { statements } = roleGrants(template, roleId);
-    assert.deepEqual(actionsOf(statements), ['states:StartExecution']);
-    assert.match(flatten(statements[0].Resource), /^<StateMachine\w+>$/);
+  test('the GuardDuty rule has no role: only this rule may send to the findings queue', () => {
+    const [ruleId, rule] = Object.entries(resourcesOf(template, 'AWS::Events::Rule')).filter(([id]) => id.startsWith('GuardDutyRule'))[0];
+    const [target] = rule.Properties.Targets;
+    assert.equal(target.RoleArn, undefined);
+    const queueId = logicalIdOf(target.Arn);
+    const [policy] = Object.values(resourcesOf(template, 'AWS::SQS::QueuePolicy')).filter((p) =>
+      list(p.Properties.Queues).some((q: any) => q.Ref === queueId),
+    );
+    const allows = (policy.Properties.PolicyDocument.Statement as Statement[]).filter((st) => st.Effect === 'Allow');
+    assert.equal(allows.length, 1);
+    assert.deepEqual(allows[0].Principal, { Service: 'events.amazonaws.com' });
+    assert.ok(list(allows[0].Action).includes('sqs:SendMessage'));
+    assert.deepEqual(allows[0].Condition, { ArnEquals: { 'aws:SourceArn': { 'Fn::GetAtt': [ruleId, 'Arn'] } } });
+  });
+
+  test('the dispatcher counts and starts executions of this state machine, and reads only the findings queue', () => {
+    const [, mapping] = Object.entries(resourcesOf(template, 'AWS::Lambda::EventSourceMapping'))[0];
+    const fn = json.Resources[logicalIdOf(mapping.Properties.FunctionName)];
+    const { statements, managed } = roleGrants(template, logicalIdOf(fn.Properties.Role));
+    assert.deepEqual(managed, []);
+    assert.deepEqual(actionsOf(statements), [
+      ...LOGS,
+      'sqs:ChangeMessageVisibility', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:ReceiveMessage',
+      'states:ListExecutions', 'states:StartExecution',
+    ].sort());
+    for (const action of ['states:ListExecutions', 'states:StartExecution']) {
+      const [st] = statementsWith(statements, action);
+      assert.deepEqual(resourcesOfStatement(st).map((r) => r.replace(/^<(StateMachine)\w+>$/, '$1')), ['StateMachine'], action);
+      assert.equal(st.Condition, undefined, action);
+    }
+    for (const action of ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:ChangeMessageVisibility']) {
+      for (const st of statementsWith(statements, action)) {
+        assert.deepEqual(list(st.Resource), [mapping.Properties.EventSourceArn], action);
+      }
+    }
   });
 });
 

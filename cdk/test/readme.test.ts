@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
-import { STEPS } from '../lib/steps';
+import { DISPATCH, STEPS } from '../lib/steps';
 
 const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8');
 const arns = {
@@ -21,3 +21,10 @@ for (const step of STEPS) {
     for (const action of actions) assert.ok(row.includes(`\`${action}\``), `${step.name}: ${action} missing`);
   });
 }
+
+test('README least-privilege row for the GuardDuty dispatcher lists its actions', () => {
+  const row = readme.split('\n').find((line) => line.startsWith(`| ${DISPATCH.name} |`));
+  assert.ok(row, 'no row for dispatch');
+  const actions = new Set(DISPATCH.statements({ stateMachineArn: 'sm', findingsQueueArn: 'queue' }).flatMap((s) => s.actions));
+  for (const action of actions) assert.ok(row.includes(`\`${action}\``), `dispatch: ${action} missing`);
+});

@@ -43,6 +43,7 @@ def serve(args: argparse.Namespace) -> int:
     from .envfile import format_env
     from .deploy import DEFAULT_ASL, STEPS, deploy
     from .eventbridge import EventBridge, PutEventsShim, StartExecutionNameShim
+    from .sqs_event_source import SqsEventSourcePoller
     from .journal import FILE_NAME as JOURNAL_FILE, Journal
     from .redrive import STATUS_LISTENERS, StepFunctionsRedriveShim
     from .runtime_api import LambdaRuntime
@@ -98,10 +99,16 @@ def serve(args: argparse.Namespace) -> int:
     log.info("moto %s listening on %s", _moto_version(), server.endpoint)
 
     api = None
+    pollers = None
     try:
         extra_env = dict(kv.split("=", 1) for kv in args.extra_env)
         template = Template.load()
         deployment = deploy(server.endpoint, template, args.asl or DEFAULT_ASL, extra_env)
+        # The template's queues, the GuardDuty dispatcher and its SQS event source mapping, polled
+        # as Lambda polls (sqs_event_source.py); before the rules, whose targets they are.
+        pollers = SqsEventSourcePoller(server.endpoint, template)
+        pollers.install(extra_env)
+        server.middleware.add_routes(pollers.control_routes())
         # The template's event rules, applied to events put on the local bus (eventbridge.py).
         bus = EventBridge(server.endpoint, template)
         bus.install()
@@ -148,6 +155,8 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         log.info("stopping")
         env_file.unlink(missing_ok=True)
+        if pollers is not None:
+            pollers.stop()
         runtime.shutdown()
         ssm.shutdown()
         if api is not None:

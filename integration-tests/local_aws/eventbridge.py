@@ -688,6 +688,7 @@ class Target:
     input_transformer: dict | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     dead_letter_arn: str | None = None
+    sqs_parameters: dict | None = None
 
     @property
     def service(self) -> str:
@@ -729,7 +730,7 @@ class Rule:
         }
 
 
-SUPPORTED_TARGETS = ("states", "sns", "lambda")
+SUPPORTED_TARGETS = ("states", "sns", "lambda", "sqs")
 
 
 def _cfn_name(stack: str, logical_id: str, limit: int = 64) -> str:
@@ -889,6 +890,7 @@ class EventBridge:
             input_path=raw.get("InputPath"),
             input_transformer=raw.get("InputTransformer"),
             dead_letter_arn=(raw.get("DeadLetterConfig") or {}).get("Arn"),
+            sqs_parameters=raw.get("SqsParameters"),
         )
         rp = raw.get("RetryPolicy") or {}
         target.retry = RetryPolicy(
@@ -1127,6 +1129,8 @@ class EventBridge:
                     rule,
                 )
                 return {"MessageId": clients("sns").publish(TopicArn=target.arn, Message=payload)["MessageId"]}
+            if target.service == "sqs":
+                return self._send_to_queue(clients, rule, target, payload)
             if target.service == "lambda":
                 lam = clients("lambda")
                 try:
@@ -1143,6 +1147,42 @@ class EventBridge:
         except BotoCoreError as e:
             raise DeliveryError("CONNECTION_FAILURE", str(e), retryable=True) from None
         raise DeliveryError("SDK_CLIENT_ERROR", f"unsupported target {target.arn}", retryable=False)
+
+    def _send_to_queue(self, clients: Any, rule: Rule, target: Target, payload: str) -> dict:
+        """An SQS target: the event (or transformed input) becomes one message
+        (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-targets.html). EventBridge
+        sends as the service, so the queue policy must let events.amazonaws.com send from this rule
+        (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-sqs-permissions).
+        A FIFO queue needs ``SqsParameters.MessageGroupId`` and content-based deduplication ("If
+        you specify an SQS FIFO queue as a target, the queue must have content-based deduplication
+        enabled", https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_SqsParameters.html):
+        without them the message is refused as a client error, not retried."""
+        from botocore.exceptions import ClientError
+
+        sqs = clients("sqs")
+        _, _, _, _, account, name = target.arn.split(":", 5)
+        url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]).get("Attributes", {})
+        self._resource_allows(attrs.get("Policy"), "sqs:SendMessage", target.arn, rule)
+        kwargs: dict[str, Any] = {"QueueUrl": url, "MessageBody": payload}
+        group = (target.sqs_parameters or {}).get("MessageGroupId")
+        if name.endswith(".fifo"):
+            if not group:
+                raise DeliveryError(
+                    "SDK_CLIENT_ERROR", f"target {target.id}: a FIFO queue needs SqsParameters.MessageGroupId", False
+                )
+            if attrs.get("ContentBasedDeduplication") != "true":
+                raise DeliveryError(
+                    "SDK_CLIENT_ERROR",
+                    f"target {target.id}: a FIFO queue target needs content-based deduplication",
+                    False,
+                )
+            kwargs["MessageGroupId"] = group
+        try:
+            out = sqs.send_message(**kwargs)
+        except ClientError as e:
+            raise _classify(e) from None
+        return {"MessageId": out["MessageId"], "QueueUrl": url}
 
     def _resource_allows(self, policy: str | None, action: str, resource: str, rule: Rule) -> None:
         ctx = {"aws:SourceArn": rule.arn, "aws:SourceAccount": self.account, "aws:SecureTransport": "true"}
@@ -1273,7 +1313,17 @@ def _getatt_id(value: Any) -> str | None:
 
 def _api_target(raw: dict) -> dict:
     """A template target as PutTargets takes it (for moto's DescribeRule / ListTargetsByRule)."""
-    keep = ("Id", "Arn", "RoleArn", "Input", "InputPath", "InputTransformer", "RetryPolicy", "DeadLetterConfig")
+    keep = (
+        "Id",
+        "Arn",
+        "RoleArn",
+        "Input",
+        "InputPath",
+        "InputTransformer",
+        "RetryPolicy",
+        "DeadLetterConfig",
+        "SqsParameters",
+    )
     return {k: raw[k] for k in keep if k in raw}
 
 

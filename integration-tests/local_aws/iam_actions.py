@@ -60,6 +60,13 @@ S3_VERSIONED = {
 RENAMED: dict[tuple[str, str], tuple[str, ...]] = {
     # list_awslambda.html: the Invoke API is authorized as lambda:InvokeFunction.
     ("lambda", "Invoke"): ("lambda:InvokeFunction",),
+    # sqs-batch-api.html: "You cannot set permissions explicitly for SendMessageBatch,
+    # DeleteMessageBatch, or ChangeMessageVisibilityBatch. Instead, setting permissions for
+    # SendMessage, DeleteMessage, or ChangeMessageVisibility sets permissions for the corresponding
+    # batch versions of the actions."
+    ("sqs", "SendMessageBatch"): ("sqs:SendMessage",),
+    ("sqs", "DeleteMessageBatch"): ("sqs:DeleteMessage",),
+    ("sqs", "ChangeMessageVisibilityBatch"): ("sqs:ChangeMessageVisibility",),
 }
 
 # Dependent actions: calls that also need a permission on something they pass along.
