@@ -51,11 +51,15 @@ local-up: venv build local-template ## Start the local AWS stack and print its e
 local-down: ## Stop the local AWS stack
 	@if [ -x $(VPY) ]; then $(LOCAL_AWS) down --state-dir $(STATE_DIR); fi
 
+# FAIL_AT="Quarantine network" (a containment state of integration-tests/local_aws/failures.py,
+# with or without ": final attempt"): the response fails there, is announced, the fault is removed
+# and the execution redriven.
+FAIL_AT ?=
 .PHONY: demo
-demo: venv build local-template ## Run a full incident response on the seeded instance in the local stack
+demo: venv build local-template ## Run a full incident response on the seeded instance in the local stack (FAIL_AT="Quarantine network": fail there, then redrive)
 	@$(LOCAL_AWS) down --state-dir $(STATE_DIR) >/dev/null 2>&1 || true
 	@$(LOCAL_AWS) up --bin-dir $(BIN_DIR) --state-dir $(STATE_DIR) >/dev/null
-	@status=0; ($(LOCAL_AWS) demo --state-dir $(STATE_DIR)) || status=$$?; \
+	@status=0; ($(LOCAL_AWS) demo --state-dir $(STATE_DIR) $(if $(FAIL_AT),--fail-at '$(FAIL_AT)')) || status=$$?; \
 	  ($(LOCAL_AWS) down --state-dir $(STATE_DIR) >/dev/null); exit $$status
 
 $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed

@@ -3,7 +3,7 @@
     python -m local_aws serve --bin-dir DIR --state-dir DIR [--port N]   # foreground
     python -m local_aws up    --bin-dir DIR --state-dir DIR [--port N]   # background, waits until ready
     python -m local_aws down  --state-dir DIR
-    python -m local_aws demo  --state-dir DIR [--instance-id ID]
+    python -m local_aws demo  --state-dir DIR [--instance-id ID] [--fail-at STATE]
 
 ``serve`` starts the emulator, installs the Lambda runtime shim and the gap shims, deploys Cordon,
 serves its REST API (``apigateway``), seeds the environment, and only then writes
@@ -296,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", type=Path, required=True)
     p.add_argument("--instance-id", default=None, help="default: CORDON_DEMO_INSTANCE_ID")
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument(
+        "--fail-at",
+        default=None,
+        metavar="STATE",
+        help='inject a final failure at this containment state (e.g. "Quarantine network"), then redrive',
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)

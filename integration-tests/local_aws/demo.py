@@ -9,6 +9,13 @@ in the object's ``sha256`` metadata, checked against the body), and the SNS noti
 subscribed queue received them, and what ``GET /incidents/{id}`` answers. Exits non-zero unless
 the API accepted the request and the execution succeeded.
 
+With ``--fail-at STATE`` (``make demo FAIL_AT="Quarantine network"``) it first injects the final
+failure of that containment state (``failures``: a denied call for this instance), shows the
+execution failing there step by step and the CONTAINMENT FAILED message that the status-change
+rule has notify publish, then removes the fault ("the cause is fixed"), calls RedriveExecution
+and shows the states that run again and the CONTAINED message. It then exits non-zero unless the
+execution failed at that state and the redrive succeeded.
+
 History event types: https://docs.aws.amazon.com/step-functions/latest/apireference/API_HistoryEvent.html
 """
 
@@ -23,6 +30,7 @@ from pathlib import Path
 
 import boto3
 
+from . import failures
 from .apigateway import call_api
 from .envfile import read_env
 
@@ -223,28 +231,72 @@ def drain(sqs, queue_url: str) -> None:
         )
 
 
-def print_notifications(sqs, queue_url: str, incident_id: str) -> None:
-    """The notifications of this incident (``incident_id`` message attribute); others are dropped."""
+def print_notifications(
+    sqs, queue_url: str, incident_id: str, until: str | None = None, timeout: float = 60, max_lines: int = 40
+) -> None:
+    """The notifications of this incident (``incident_id`` message attribute); others are dropped.
+    With ``until``, waits (up to ``timeout`` seconds) for one whose subject ends with it: a
+    failure is announced asynchronously, by the status-change rule."""
     messages = []
-    for _ in range(5):
+    polls = 0
+    deadline = time.monotonic() + timeout
+    while True:
         got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-        if not got and messages:
-            break
+        polls += 1
         for m in got:
             envelope = json.loads(m["Body"])
             attr = (envelope.get("MessageAttributes") or {}).get("incident_id", {}).get("Value")
             if attr in (None, incident_id):
                 messages.append(envelope)
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+        if until is None:
+            if (not got and messages) or polls >= 5:  # as before --fail-at existed
+                break
+        elif got:
+            continue
+        elif any(str(n.get("Subject", "")).endswith(until) for n in messages) or time.monotonic() > deadline:
+            break
     print(f"\nNotifications received on the team's topic ({len(messages)})")
     for n in messages:
         print(f"  Subject: {n.get('Subject')}")
         attrs = {k: v.get("Value") for k, v in (n.get("MessageAttributes") or {}).items()}
         if attrs:
             print(f"  Attributes: {attrs}")
-        for line in str(n.get("Message", "")).splitlines()[:40]:
+        for line in str(n.get("Message", "")).splitlines()[:max_lines]:
             print(f"  | {line}")
         print()
+
+
+def redrive(args, env: dict, sfn, sqs, injection: failures.Injection, desc: dict, follow) -> dict | None:
+    """After the injected failure: its announcement, the fault removed, RedriveExecution, the
+    states that run again. Returns the execution as the redrive left it (None: not as expected)."""
+    failure, arn = injection.failure, desc["executionArn"]
+    injection.remove()
+    runs, _ = parse_states(history(sfn, arn))
+    failed_at = runs[-1].name if runs else None
+    if desc["status"] != "FAILED" or failed_at != failure.state or desc.get("error") != failure.error:
+        print(f"\nExpected FAILED at {failure.state!r} with {failure.error}; got {desc['status']} at {failed_at!r}.")
+        return None
+    print(f"\nIt failed at its own state, {failed_at!r}: no Catch, no Fail state, so a redrive reruns exactly it.")
+    print("The failure is announced from outside the execution: the status-change event (FAILED) goes")
+    print("through the EventBridge rule to notify, which reads the history and publishes:")
+    print_notifications(
+        sqs, env["CORDON_QUEUE_URL"], injection.target.incident_id, until="CONTAINMENT FAILED", max_lines=200
+    )
+    print("The cause is fixed: the fault rules are removed.")
+    print("Redriving the same execution, as the message says:")
+    print(f"  aws stepfunctions redrive-execution --execution-arn {arn}")
+    answer = sfn.redrive_execution(executionArn=arn)
+    print(f"  -> redriveDate {answer['redriveDate'].isoformat()}\n")
+    print("States run by the redrive (what succeeded before is not run again):")
+    desc = follow()
+    if desc is None:
+        return None
+    took = (desc["stopDate"] - desc["redriveDate"]).total_seconds() if desc.get("redriveDate") else 0.0
+    print(f"\nExecution {desc['status']} {took:.1f}s after the redrive (redrive count {desc.get('redriveCount')})")
+    if desc.get("error"):
+        print(f"  error: {desc['error']}\n  cause: {_short(desc.get('cause', ''), 400)}")
+    return desc
 
 
 def demo(args) -> int:
@@ -270,6 +322,27 @@ def demo(args) -> int:
         "requested_by": "arn:aws:iam::123456789012:user/on-call",
     }
     request["incident_id"] = execution_name
+    injection = None
+    if args.fail_at:
+        try:
+            failure = failures.find(args.fail_at)
+        except KeyError as e:
+            print(e.args[0])
+            return 2
+        if failure.options:
+            request["options"] = dict(failure.options)
+        target = failures.Target.read(ec2, instance_id, execution_name)
+        injection = failures.Injection(env["CORDON_CONTROL_URL"], failure, target, ec2)
+        injection.inject()
+        print(f"\nInjected a final failure at {failure.state!r}: {failure.cause}.")
+        for rule in injection.rules:
+            print(
+                f"  fault rule: {rule['service']}:{rule['action']} naming {rule['instance_id']} -> "
+                f"{rule['code']} (HTTP {rule['status']}), every time"
+            )
+        if failure.reassociate:
+            print(f"  then, while the console capture waits, {target.profile_arn} is associated again")
+        print(f"The execution should fail at that state with {failure.error}; every other measure applied first.\n")
     api = env["CORDON_API_URL"]
     signer = dict(access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"])
     print(
@@ -287,28 +360,45 @@ def demo(args) -> int:
 
     printed = 0
     loop = LoopFolding()
-    deadline = time.monotonic() + args.timeout
-    while True:
-        desc = sfn.describe_execution(executionArn=arn)
-        runs, _ = parse_states(history(sfn, arn))
-        done = desc["status"] != "RUNNING"
-        # In order of entry; a state is printed once it has finished (or the execution has).
-        while printed < len(runs) and (done or runs[printed].exited is not None):
-            loop.show(runs[printed], printed + 1)
-            printed += 1
-        if done:
-            loop.flush()
-        if done:
-            break
-        if time.monotonic() > deadline:
-            print(f"\nstill RUNNING after {args.timeout:.0f}s; giving up watching")
-            return 1
-        time.sleep(0.5)
+
+    def follow() -> dict | None:
+        """Prints the states as they finish until the execution stops; None if it does not."""
+        nonlocal printed
+        deadline = time.monotonic() + args.timeout
+        while True:
+            desc = sfn.describe_execution(executionArn=arn)
+            runs, _ = parse_states(history(sfn, arn))
+            done = desc["status"] != "RUNNING"
+            # In order of entry; a state is printed once it has finished (or the execution has).
+            while printed < len(runs) and (done or runs[printed].exited is not None):
+                loop.show(runs[printed], printed + 1)
+                printed += 1
+            if done:
+                loop.flush()
+            if done:
+                return desc
+            if time.monotonic() > deadline:
+                print(f"\nstill RUNNING after {args.timeout:.0f}s; giving up watching")
+                return None
+            time.sleep(0.5)
+
+    desc = None
+    try:
+        desc = follow()
+    finally:
+        if injection is not None and desc is None:
+            injection.remove()
+    if desc is None:
+        return 1
 
     took = (desc["stopDate"] - desc["startDate"]).total_seconds()
     print(f"\nExecution {desc['status']} in {took:.1f}s")
     if desc.get("error"):
         print(f"  error: {desc['error']}\n  cause: {_short(desc.get('cause', ''), 400)}")
+    if injection is not None:
+        desc = redrive(args, env, sfn, sqs, injection, desc, follow)
+        if desc is None:
+            return 1
     output = json.loads(desc.get("output") or "null")
     if isinstance(output, dict):
         print_output(output)

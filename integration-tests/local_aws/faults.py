@@ -6,8 +6,8 @@ the unhappy ones: throttling (EC2 ``RequestLimitExceeded``, JSON ``ThrottlingExc
 one request at a time; the error is rendered in the service's own protocol (see ``wire``) so the
 SDKs classify it as they would AWS's (retryable or not, error code, HTTP status).
 
-Control (``/_cordon/faults``): ``POST`` a rule, ``GET`` the rules with what is left of them,
-``DELETE`` them all. A rule::
+Control (``/_cordon/faults``): ``POST`` a rule (or a list; answers their ``rules`` ids), ``GET``
+the rules with what is left of them, ``DELETE`` them all, or ``DELETE ?id=N`` only rule N. A rule::
 
     {"service": "ec2", "action": "ModifyInstanceAttribute", "code": "RequestLimitExceeded",
      "status": 503, "count": 3, "instance_id": "i-...", "message": "..."}
@@ -111,6 +111,13 @@ class FaultInjector:
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
+
+    def remove(self, ids: set[int]) -> list[int]:
+        """Removes the rules with these ids; returns the ids that were there."""
+        with self._lock:
+            removed = [r.id for r in self._rules if r.id in ids]
+            self._rules = [r for r in self._rules if r.id not in ids]
+        return removed
 
     def rules(self) -> list[dict]:
         with self._lock:

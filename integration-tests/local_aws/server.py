@@ -21,7 +21,7 @@ share the port under ``/_cordon``:
 
 - ``GET /_cordon/health``
 - ``GET /_cordon/requests[?service=&action=&since=]``, ``DELETE /_cordon/requests``
-- ``GET|POST|DELETE /_cordon/faults`` (see ``faults``)
+- ``GET|POST|DELETE /_cordon/faults[?id=]`` (see ``faults``)
 - ``GET|POST /_cordon/scenario`` ``{"scenario": "<test id>"|null}``: the scenario that each request
   is logged under (the tests' autouse fixture sets it); every request also carries its caller
   (``journal.attribute``) and is appended to the run's journal (``journal``)
@@ -136,7 +136,7 @@ class CordonMiddleware:
             ("DELETE", "/_cordon/requests"): lambda body, q: (200, self.log.clear() or {"cleared": True}),
             ("GET", "/_cordon/faults"): lambda body, q: (200, {"rules": self.faults.rules()}),
             ("POST", "/_cordon/faults"): self._post_fault,
-            ("DELETE", "/_cordon/faults"): lambda body, q: (200, self.faults.clear() or {"cleared": True}),
+            ("DELETE", "/_cordon/faults"): self._delete_faults,
             ("GET", "/_cordon/scenario"): lambda body, q: (200, {"scenario": self.scenario}),
             ("POST", "/_cordon/scenario"): self._post_scenario,
         }
@@ -170,6 +170,18 @@ class CordonMiddleware:
         except (ValueError, TypeError) as e:
             raise ControlError(400, str(e)) from e
         return 201, {"rules": [r.id for r in rules]}
+
+    def _delete_faults(self, body: Any, q: dict) -> tuple[int, Any]:
+        """Every rule, or only those named by ``?id=`` (repeatable), so that concurrent scenarios
+        remove their own rules and nobody else's."""
+        if "id" not in q:
+            self.faults.clear()
+            return 200, {"cleared": True}
+        try:
+            ids = {int(i) for i in q["id"]}
+        except ValueError as e:
+            raise ControlError(400, f"id must be a rule number: {e}") from e
+        return 200, {"removed": self.faults.remove(ids)}
 
     def _control(self, environ: dict, start_response: Callable) -> list[bytes]:
         from urllib.parse import parse_qs
