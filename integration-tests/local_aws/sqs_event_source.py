@@ -399,8 +399,13 @@ class SqsEventSourcePoller:
                 LOG.warning("%s: ReceiveMessage failed: %s", m.function_name, e)
                 time.sleep(1)
                 continue
-            if got:
+            if not got:
+                continue
+            try:
                 self._process(m, sqs, lam, got)
+            except Exception:  # noqa: BLE001 - a poller never dies; the batch comes back after the visibility timeout
+                LOG.exception("%s: batch not processed; it stays in the queue", m.function_name)
+                time.sleep(1)
 
     def _process(self, m: Mapping, sqs: Any, lam: Any, messages: list[dict]) -> None:
         event = {"Records": [self._record(m, msg) for msg in messages]}
@@ -416,8 +421,8 @@ class SqsEventSourcePoller:
                 out = lam.invoke(
                     FunctionName=m.function_arn, InvocationType="RequestResponse", Payload=json.dumps(event).encode()
                 )
-            except ClientError as e:
-                code = e.response.get("Error", {}).get("Code", "")
+            except (ClientError, BotoCoreError) as e:
+                code = e.response.get("Error", {}).get("Code", "") if isinstance(e, ClientError) else type(e).__name__
                 # Throttled or failed to invoke: the batch stays and comes back after the
                 # visibility timeout (services-sqs-errorhandling.html, backoff strategy).
                 with self._lock:
