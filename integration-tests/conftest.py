@@ -229,6 +229,10 @@ def _scenario(request):
     stack.control("/scenario", {"scenario": None})
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes minutes (test_burst.py); still part of `make test`")
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Runs the action-coverage check over the session's calls (every stack the session started,
     and the calls a reused stack answered during the session); a finding fails the session."""

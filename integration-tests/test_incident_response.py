@@ -299,9 +299,10 @@ def test_a_collection_that_never_finishes_hits_the_cap_and_containment_happens(s
 
 def test_throttling_is_retried_to_the_same_end_state(stack):
     inst = seed_exposed(stack, name="throttled", ssm=False, auto_scaling_group=True)
-    # More failures than the SDK's own three attempts, so the state machine's Retry is exercised too.
+    # More failures than the SDK's own six attempts (cordon_common::aws), so the state machine's
+    # Retry is exercised too.
     stack.control("/faults", {"service": "ec2", "action": "ModifyInstanceAttribute", "code": "RequestLimitExceeded",
-                              "status": 503, "count": 5, "instance_id": inst.instance_id})
+                              "status": 503, "count": 8, "instance_id": inst.instance_id})
     incident = incident_id()
     try:
         desc, events = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident, timeout=180)

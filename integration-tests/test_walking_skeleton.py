@@ -121,8 +121,8 @@ def test_full_response_on_a_managed_instance_succeeds_and_notifies(stack):
 
 
 def test_throttled_describe_is_retried_by_the_state_machine(stack):
-    """Three RequestLimitExceeded answers exhaust the SDK's own three attempts: the step fails as
-    Transient, the state machine retries it, and the second attempt succeeds."""
+    """Six RequestLimitExceeded answers exhaust the SDK's own six attempts (``cordon_common::aws``):
+    the step fails as Transient, the state machine retries it, and the second attempt succeeds."""
     inst = stack.seed_instance(name="skeleton-throttle", ssm=False)
     stack.control(
         "/faults",
@@ -131,7 +131,7 @@ def test_throttled_describe_is_retried_by_the_state_machine(stack):
             "action": "DescribeInstances",
             "code": "RequestLimitExceeded",
             "status": 503,
-            "count": 3,
+            "count": 6,
             "instance_id": inst.instance_id,
         },
     )
