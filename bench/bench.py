@@ -3,14 +3,17 @@ a Python/boto3 baseline. Prints tables and writes bench/results.json. Never fail
 the targets are reported against, not asserted.
 
     python bench/bench.py --bin-dir $CARGO_TARGET_DIR/release [--runs 7] [--e2e-runs 5] [--fleet 25]
-                          [--only coldstart,stack] [--out bench/results.json]
+                          [--burst 50] [--only coldstart,stack] [--out bench/results.json]
 
 Parts:
 1. per step binary (release profile, as deployed): init, first invoke of `{}` (InvalidInput),
    peak RSS, binary and zip size; the same for the Python/boto3 baseline under awslambdaric;
 2. end to end on the local stack (`integration-tests/local_aws`, running the release binaries):
    time to containment and to the end, transitions, invocations, EC2 calls, cost per incident;
-3. a fleet of N instances at once (FLEET, default 25).
+3. a fleet of N instances at once (FLEET, default 25);
+4. a burst of N GuardDuty findings at once through the template's rule (BURST, default 50), with
+   EC2's request token buckets at their documented values: mutating EC2 calls per instance,
+   RequestLimitExceeded answers, time from the first finding to the last interface isolated.
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ def run_coldstart(bin_dir: Path, runs: int, log_dir: Path) -> dict:
     return out
 
 
-def run_stack(bin_dir: Path, e2e_runs: int, fleet_n: int) -> dict:
+def run_stack(bin_dir: Path, e2e_runs: int, fleet_n: int, burst_n: int = 0) -> dict:
     import local_stack
 
     state_dir = Path(tempfile.mkdtemp(prefix="cordon-bench-stack-"))
@@ -136,6 +139,10 @@ def run_stack(bin_dir: Path, e2e_runs: int, fleet_n: int) -> dict:
         if fleet_n > 0:
             print(f"  fleet: {fleet_n} executions at once ...", flush=True)
             fleet = local_stack.fleet(stack, fleet_n)
+        burst = None
+        if burst_n > 0:
+            print(f"  burst: {burst_n} GuardDuty findings at once, EC2 request buckets on ...", flush=True)
+            burst = local_stack.burst(stack, burst_n)
     finally:
         stack.down()
     minimum = {
@@ -148,7 +155,7 @@ def run_stack(bin_dir: Path, e2e_runs: int, fleet_n: int) -> dict:
         "per_vpc_by_action": local_stack.EC2_CALLS_PER_VPC,
     }
     shutil.rmtree(state_dir, ignore_errors=True)
-    return {"e2e": e2e, "fleet": fleet, "ec2_minimum": minimum}
+    return {"e2e": e2e, "fleet": fleet, "burst": burst, "ec2_minimum": minimum}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=int(os.environ.get("RUNS", 7)))
     parser.add_argument("--e2e-runs", type=int, default=int(os.environ.get("E2E_RUNS", 5)))
     parser.add_argument("--fleet", type=int, default=int(os.environ.get("FLEET", 25)))
+    parser.add_argument("--burst", type=int, default=int(os.environ.get("BURST", 50)))
     parser.add_argument("--only", default=os.environ.get("ONLY", "coldstart,stack"))
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--built-from", default=None, help="what the binaries were built from (default: this work tree)")
@@ -170,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     results: dict = {
-        "command": "make bench " + " ".join(f"{k}={v}" for k, v in (("RUNS", args.runs), ("FLEET", args.fleet))),
+        "command": "make bench "
+        + " ".join(f"{k}={v}" for k, v in (("RUNS", args.runs), ("FLEET", args.fleet), ("BURST", args.burst))),
         "machine": machine(),
         "release_profile": release_profile(),
         "bin_dir": str(bin_dir),
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     if "stack" in parts:
         print("local stack:", flush=True)
-        results.update(run_stack(bin_dir, args.e2e_runs, args.fleet))
+        results.update(run_stack(bin_dir, args.e2e_runs, args.fleet, args.burst))
     results["loadavg_at_end"] = os.getloadavg()
     results["verdicts"] = report.verdicts(results)
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -229,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     if results.get("fleet"):
         print("Fleet (executions started at once, local stack):")
         print(report.fleet_table(results["fleet"], results["ec2_minimum"]))
+        print()
+    if results.get("burst"):
+        print("Burst (GuardDuty findings at once through the template's rule, EC2 request buckets on):")
+        print(report.burst_table(results["burst"]))
         print()
     print("Targets (reported, not asserted):")
     print(report.verdict_table(results["verdicts"]))

@@ -11,7 +11,14 @@ millisecond) against the wall clock read just before StartExecution:
 
 - **containment**: StartExecution → the "Quarantine network" task state exited successfully
   (the quarantine step returns only after it has described everything again and verified it);
+- **isolated**: StartExecution → the last of the instance's interfaces moved into the isolation
+  group (the answer to that ModifyNetworkInterfaceAttribute in the stack's request log), the
+  moment the network is cut, before the quarantine step reads it back;
 - **end**: StartExecution → the execution's last event.
+
+EC2's request token buckets are on at their documented values (``local_aws/ec2_throttling.py``),
+as in AWS; ``burst`` fires a storm of GuardDuty findings through the template's rule and measures
+the time from the first finding to the last interface isolated.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INTEGRATION = ROOT / "integration-tests"
 sys.path.insert(0, str(INTEGRATION))
 
+from local_aws import burst as burst_module  # noqa: E402
 from local_aws import seed as seed_module  # noqa: E402
 from local_aws.envfile import read_env  # noqa: E402
 
@@ -142,6 +150,21 @@ class LocalStack:
     def last_seq(self) -> int:
         reqs = self.requests()
         return reqs[-1]["seq"] if reqs else 0
+
+    def control(self, method: str, path: str, body: dict | None = None) -> dict:
+        return seed_module.control(self.control_url, method, path, body)
+
+    def isolated_at(self, instance_id: str, requests: list[dict]) -> float | None:
+        """Epoch seconds at which the last of the instance's interfaces was moved into an isolation
+        group, from request-log entries; None if one never was."""
+        enis = self.ec2.describe_network_interfaces(
+            Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}]
+        )["NetworkInterfaces"]
+        times = burst_module.isolation_times(requests, burst_module.isolation_group_ids(self.ec2))
+        ids = [e["NetworkInterfaceId"] for e in enis]
+        if not ids or any(i not in times for i in ids):
+            return None
+        return max(times[i] for i in ids)
 
     # ------------------------------------------------------------------ executions
 
@@ -319,7 +342,11 @@ def single_runs(stack: LocalStack, instances: list[str], prices: dict) -> list[d
         run["instance_id"] = instance_id
         reports = stack.lambda_reports(offsets)
         run["cold_starts"] = sum(1 for r in reports if r["init_ms"])
-        run["ec2_mutations"] = ec2_mutations(stack.requests(seq))
+        window = stack.requests(seq)
+        isolated = stack.isolated_at(instance_id, window)
+        run["isolated_s"] = isolated - t0 if isolated is not None else None
+        run["ec2_throttled"] = len(burst_module.throttled(window))
+        run["ec2_mutations"] = ec2_mutations(window)
         run["cost"] = cost(run, reports, prices)
         runs.append(run)
     return runs
@@ -330,6 +357,7 @@ def summarise(runs: list[dict]) -> dict:
         "runs": len(runs),
         "all_contained": all(r["status"] == "SUCCEEDED" and r["outcome"] == "contained" for r in runs),
         "containment_s": _summary([r["containment_s"] for r in runs]),
+        "isolated_s": _summary([r["isolated_s"] for r in runs]),
         "end_s": _summary([r["end_s"] for r in runs]),
         "state_transitions": _summary([r["state_transitions"] for r in runs]),
         "lambda_invocations": _summary([r["lambda_invocations"] for r in runs]),
@@ -452,6 +480,75 @@ def fleet(stack: LocalStack, n: int) -> dict:
             "duration_ms": _summary([r["duration_ms"] for r in reports]),
             "init_ms": _summary([r["init_ms"] for r in reports if r["init_ms"]]),
         },
+    }
+
+
+def burst(stack: LocalStack, n: int, timeout: float = 1800) -> dict:
+    """``n`` GuardDuty findings at once, for ``n`` instances of one fleet (one interface, root
+    volume only, instance profile, not SSM-managed) in a VPC of their own, put on the local bus
+    together: the template's rule and whatever it holds (a queue, a bound on running executions)
+    start the responses. EC2's request buckets at their documented values, as AWS would apply them.
+    Reports the time from the first finding to the last interface isolated and to the last
+    execution's end, the mutating EC2 calls per instance and the RequestLimitExceeded answers."""
+    stack.control("DELETE", "/ec2/throttling")  # documented values, full buckets
+    throttling = {k: v for k, v in stack.control("GET", "/ec2/throttling").items() if k != "buckets"}
+    ctx = seed_module.seed_vpc(stack.context, f"burst-{uuid.uuid4().hex[:6]}", ipv6=False, private_acl=False)
+    fleet_ = burst_module.seed_fleet(ctx, n)
+    ids = [f.instance_id for f in fleet_]
+    events = burst_module.finding_events(stack.endpoint, stack.env["AWS_REGION"], ids)
+    tap = burst_module.RequestTap(stack.control_url, stack.last_seq())
+    stack.control("DELETE", "/ec2/throttling")  # full again after the seeding
+    t0 = time.time()
+    put = burst_module.fire(stack.control_url, events)
+    done = burst_module.wait_responses(
+        stack.sfn, stack.state_machine_arn, ids, since=t0, timeout=timeout, poll=1.0, tap=tap
+    )
+    requests = tap.poll()
+    isolation = burst_module.isolation_group_ids(stack.ec2)
+    times = burst_module.isolation_times(requests, isolation)
+    enis = [e for f in fleet_ for e in f.network_interface_ids]
+    isolated = [times[e] for e in enis if e in times]
+    # Per instance: its last interface isolated (None unless every one was).
+    instance_isolated = {
+        f.instance_id: max(times[e] for e in f.network_interface_ids)
+        for f in fleet_
+        if f.network_interface_ids and all(e in times for e in f.network_interface_ids)
+    }
+    histories = {i: stack.history(d["executionArn"]) for i, d in done.items()}
+    started = {i: h[0]["timestamp"].timestamp() for i, h in histories.items() if h}
+    ended = [h[-1]["timestamp"].timestamp() for h in histories.values() if h]
+    mutating = burst_module.mutating_ec2(requests)
+    throttled = burst_module.throttled(requests)
+    statuses = Counter(d["status"] for d in done.values())
+    outcomes = Counter((json.loads(d.get("output") or "null") or {}).get("outcome") for d in done.values())
+    return {
+        "instances": n,
+        "throttling": throttling,
+        "findings_matched": sum(1 for p in put if p.get("rules")),
+        "statuses": dict(statuses),
+        "outcomes": dict(outcomes),
+        "interfaces": len(enis),
+        "interfaces_isolated": len(isolated),
+        "all_contained": statuses.get("SUCCEEDED", 0) == n and outcomes.get("contained", 0) == n and len(isolated) == len(enis),
+        "last_isolated_s": (max(isolated) - t0) if isolated else None,
+        "first_start_s": (min(started.values()) - t0) if started else None,
+        "last_start_s": (max(started.values()) - t0) if started else None,
+        "last_end_s": (max(ended) - t0) if ended else None,
+        # Each response on its own: its StartExecution (as the history stamps it) to its last
+        # interface isolated; the queue's wait is not in it.
+        "isolated_after_start_s": _summary(
+            [at - started[i] for i, at in instance_isolated.items() if i in started]
+        ),
+        "ec2_mutations_per_instance": sum(1 for r in mutating if r.get("status") != 503) / n,
+        "ec2_mutating_attempts_per_instance": len(mutating) / n,
+        "ec2_mutations_by_action": dict(sorted(Counter(r["action"] for r in mutating if r.get("status") != 503).items())),
+        "ec2_throttled": len(throttled),
+        "ec2_throttled_by_action": dict(Counter(r["action"] for r in throttled).most_common()),
+        "failures": [
+            {"instance_id": i, "error": d.get("error"), "cause": (d.get("cause") or "")[:300]}
+            for i, d in done.items()
+            if d["status"] != "SUCCEEDED"
+        ],
     }
 
 

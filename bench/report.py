@@ -11,6 +11,7 @@ TARGETS = {
     "init_speedup": 25.0,
     "binary_mb": 12.0,
     "containment_s": 3.0,
+    "isolated_s": 3.0,
     "state_transitions": 40,
     "ec2_mutations": 10,
 }
@@ -77,6 +78,7 @@ def e2e_table(e2e: dict) -> str:
             [
                 f"{label}, first run (cold functions)",
                 f"{cold['containment_s']:.2f}" if cold["containment_s"] is not None else "-",
+                f"{cold['isolated_s']:.2f}" if cold.get("isolated_s") is not None else "-",
                 f"{cold['end_s']:.2f}",
                 str(cold["state_transitions"]),
                 str(cold["lambda_invocations"]),
@@ -91,6 +93,7 @@ def e2e_table(e2e: dict) -> str:
                 [
                     f"{label}, warm ×{w['runs']}",
                     _m(w["containment_s"], "{:.2f}"),
+                    _m(w.get("isolated_s"), "{:.2f}"),
                     _m(w["end_s"], "{:.2f}"),
                     _m(w["state_transitions"], "{:.0f}"),
                     _m(w["lambda_invocations"], "{:.0f}"),
@@ -105,6 +108,7 @@ def e2e_table(e2e: dict) -> str:
             [
                 "single interface, single volume (warm)",
                 f"{single['containment_s']:.2f}" if single["containment_s"] is not None else "-",
+                f"{single['isolated_s']:.2f}" if single.get("isolated_s") is not None else "-",
                 f"{single['end_s']:.2f}",
                 str(single["state_transitions"]),
                 str(single["lambda_invocations"]),
@@ -117,6 +121,7 @@ def e2e_table(e2e: dict) -> str:
         [
             "incident",
             "containment s",
+            "last interface isolated s",
             "end s",
             "transitions",
             "Lambda invocations",
@@ -155,6 +160,23 @@ def fleet_table(f: dict, minimum: dict) -> str:
     return _table(["fleet", "value"], rows)
 
 
+def burst_table(b: dict) -> str:
+    t = b["throttling"]
+    rows = [
+        ["findings · matched by the rule", f"{b['instances']} · {b['findings_matched']}"],
+        ["EC2 request buckets", ("on" if t.get("enabled") else "OFF") + f", capacity ×{t.get('capacity_scale')}, refill ×{t.get('refill_scale')}"],
+        ["executions", ", ".join(f"{k} {v}" for k, v in b["statuses"].items())],
+        ["interfaces isolated (per the request log)", f"{b['interfaces_isolated']} of {b['interfaces']}"],
+        ["first finding → last interface isolated s", f"{b['last_isolated_s']:.2f}" if b["last_isolated_s"] is not None else "-"],
+        ["first finding → first / last StartExecution s", f"{b['first_start_s']:.2f} / {b['last_start_s']:.2f}" if b["first_start_s"] is not None else "-"],
+        ["first finding → last execution end s", f"{b['last_end_s']:.2f}" if b["last_end_s"] is not None else "-"],
+        ["StartExecution → last interface isolated, per response s", _m(b["isolated_after_start_s"], "{:.2f}")],
+        ["mutating EC2 calls per instance (answered · attempted)", f"{b['ec2_mutations_per_instance']:.2f} · {b['ec2_mutating_attempts_per_instance']:.2f} {b['ec2_mutations_by_action']}"],
+        ["RequestLimitExceeded answers", f"{b['ec2_throttled']} {b['ec2_throttled_by_action'] or ''}".strip()],
+    ]
+    return _table(["burst", "value"], rows)
+
+
 def verdicts(results: dict) -> list[dict]:
     out = []
 
@@ -180,6 +202,17 @@ def verdicts(results: dict) -> list[dict]:
         runs = e2e["non_ssm"]["runs"] + e2e["ssm"]["runs"]
         most = max(r["state_transitions"] for r in runs)
         add("state transitions per incident", f"≤ {TARGETS['state_transitions']}", f"most {most} (SSM path)", most <= TARGETS["state_transitions"])
+    if e2e:
+        ssm = e2e["ssm"]["runs"]  # the first one cold
+        isolated = [r["isolated_s"] for r in ssm if r.get("isolated_s") is not None]
+        if isolated:
+            worst = max(isolated)
+            add(
+                "last interface isolated, collection on",
+                f"≤ {TARGETS['isolated_s']:.0f} s after StartExecution",
+                f"first run {ssm[0]['isolated_s']:.2f} s, worst {worst:.2f} s" if ssm[0].get("isolated_s") is not None else f"worst {worst:.2f} s",
+                worst <= TARGETS["isolated_s"],
+            )
     if e2e and e2e.get("single_interface"):
         m = e2e["single_interface"]["ec2_mutations"]
         add(
@@ -196,6 +229,16 @@ def verdicts(results: dict) -> list[dict]:
             f"{f['instances']} of {f['instances']}",
             f"{f['isolated_per_ec2']}" + (f"; failed: {'; '.join(causes)}" if causes else ""),
             f["all_contained"],
+        )
+    b = results.get("burst")
+    if b:
+        causes = sorted({(x["cause"] or x["error"] or "")[:160] for x in b["failures"]})
+        add(
+            "burst all contained, none failed by throttling",
+            f"{b['instances']} of {b['instances']}",
+            f"{b['statuses'].get('SUCCEEDED', 0)} succeeded, {b['interfaces_isolated']} of {b['interfaces']} interfaces isolated, "
+            f"{b['ec2_throttled']} RequestLimitExceeded" + (f"; failed: {'; '.join(causes)}" if causes else ""),
+            b["all_contained"],
         )
     return out
 
