@@ -49,8 +49,13 @@ def test_every_call_of_a_response_is_logged_with_the_function_and_role_that_made
     sm_role = t.resources[t.by_path("StateMachine/Resource")]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
     assert invokes and {(r["principal"], r["role"]) for r in invokes} == {("state-machine:cordon-incident-response", sm_role)}
     assert {tuple(r["iam_actions"]) for r in invokes} == {("lambda:InvokeFunction",)}
-    # Each request also names the scenario it was made in.
-    assert {r["scenario"] for r in reqs if r["principal"]} == {
+    # Each request of the response also names the scenario it was made in. (Background callers are
+    # left out: the SQS event source poller long-polls as the dispatcher's role, and a poll that
+    # began during the previous test is logged when it ends, with the scenario it began in.)
+    response_principals = {f"function:cordon-{s}" for s in ("metadata", "screenshot", "snapshot", "termprotect",
+                                                             "detach-profile", "quarantine", "notify")}
+    response_principals.add("state-machine:cordon-incident-response")
+    assert {r["scenario"] for r in reqs if r["principal"] in response_principals} == {
         "test_local_aws_principals.py::test_every_call_of_a_response_is_logged_with_the_function_and_role_that_made_it"
     }
 
