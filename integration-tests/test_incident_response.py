@@ -104,7 +104,13 @@ def incident_snapshots(stack, incident: str, instance_id: str) -> list[dict]:
 
 
 def mutating_ec2_calls(stack, since: int) -> list[str]:
-    return [r["action"] for r in stack.requests(service="ec2", since=since) if r["action"].startswith(MUTATING_EC2)]
+    """Mutating EC2 calls that AWS accepted (a refused one, e.g. an ACL rule beyond the quota that a
+    rerun tries again, changes nothing)."""
+    return [
+        r["action"]
+        for r in stack.requests(service="ec2", since=since)
+        if r["action"].startswith(MUTATING_EC2) and r.get("status", 0) < 400
+    ]
 
 
 def assert_contained(stack, inst, incident: str, ssm_collected: bool | None) -> dict:

@@ -77,8 +77,11 @@ use crate::STEP;
 
 /// The rule numbers Cordon uses: below AWS's default rules (100, 101) and the usual numbering.
 pub const RULE_RANGE: std::ops::RangeInclusive<i32> = 1..=99;
-/// How often a rule number taken meanwhile by a concurrent execution is re-planned.
-const MAX_ATTEMPTS: usize = 5;
+/// How often a rule number taken meanwhile by a concurrent execution is re-planned. Every round
+/// re-reads the ACL and at least one of the writers that chose the same number wins, so N
+/// concurrent responses in one ACL need at most N rounds: 32 covers a burst in one VPC (the
+/// reserved concurrency keeps far fewer running at once).
+const MAX_ATTEMPTS: usize = 32;
 const ACTION: &str = "deny instance address in network ACL";
 
 /// An IPv4 or IPv6 network in CIDR notation.
