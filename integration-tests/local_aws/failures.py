@@ -32,13 +32,13 @@ instance's original profile again, then lifts the gate.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .seed import control
 
 FINAL_ATTEMPT = ": final attempt"
 
@@ -203,15 +203,6 @@ def find(name: str) -> FinalFailure:
             return f
     known = ", ".join(repr(f.short_name) for f in FAILURES)
     raise KeyError(f"no final failure for state {name!r}; one of: {known}")
-
-
-def control(control_url: str, method: str, path: str, body: Any = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        control_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read() or b"{}")
 
 
 class Injection:

@@ -74,7 +74,7 @@ class SeededInstance:
         return asdict(self)
 
 
-def control(control_url: str, method: str, path: str, body: dict | None = None) -> dict:
+def control(control_url: str, method: str, path: str, body: dict | list | None = None) -> dict:
     """Calls a ``/_cordon`` control endpoint; raises on an error status."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(

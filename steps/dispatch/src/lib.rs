@@ -37,6 +37,10 @@
 use aws_sdk_sfn::types::ExecutionStatus;
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+// An incident id (`^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$`) is also a valid execution name: none of
+// the characters StartExecution forbids, at most 80.
+use cordon_common::evidence::hex;
+use cordon_common::incident::is_incident_id;
 use cordon_common::{aws, lambda, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -177,20 +181,10 @@ impl StartRequest {
     }
 }
 
-/// An incident id (`^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$`, README "Starting a response"), which is
-/// also a valid execution name: none of the characters StartExecution forbids, at most 80.
-pub fn is_incident_id(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && s.len() <= 80
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
 /// `gd-` and the first 40 hex digits of SHA-256: stable for the same finding, always a valid name.
 fn derived_name(source: &str) -> String {
     let digest = Sha256::digest(source.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("gd-{}", &hex[..40])
+    format!("gd-{}", &hex(&digest)[..40])
 }
 
 pub async fn handle(

@@ -374,7 +374,7 @@ fn message(
     let _ = writeln!(
         m,
         "Cause:        {}",
-        crate::cause_text(s.cause.as_deref().unwrap_or("(none)"))
+        crate::cause_message(s.cause.as_deref().unwrap_or("(none)"))
     );
     // What is contained so far, path by path, from the outputs of the steps that succeeded.
     let table = crate::containment::table(&Value::Array(s.results.clone()), incident, &c.actions);

@@ -546,11 +546,7 @@ fn message(
 }
 
 /// A Lambda failure's Cause is the JSON `{"errorType", "errorMessage"}`; show the message.
-pub(crate) fn cause_text(cause: &str) -> String {
-    cause_message(cause)
-}
-
-fn cause_message(cause: &str) -> String {
+pub(crate) fn cause_message(cause: &str) -> String {
     serde_json::from_str::<Value>(cause)
         .ok()
         .and_then(|v| v["errorMessage"].as_str().map(str::to_owned))
