@@ -6,7 +6,11 @@
 //!    flows allowed by all-traffic rules both ways are *untracked*, and untracked flows are cut as
 //!    soon as a group without rules applies
 //!    (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/security-group-connection-tracking.html>,
-//!    and the AWS Security Incident Response Guide's isolation technique). The flush group is
+//!    and AWS's own containment runbook, which moves every interface to a temporary "all access"
+//!    group and then to the containment group:
+//!    <https://docs.aws.amazon.com/systems-manager-automation-runbooks/latest/userguide/automation-awssupport-containec2instance.html>;
+//!    that the move converts flows already tracked is that runbook's technique, not something the
+//!    EC2 page states, and the README lists it as not verified). The flush group is
 //!    applied for the time of one API call, and never left applied: every interface is processed
 //!    before anything is reported, and one whose move into isolation failed gets a second attempt
 //!    before the step fails;
@@ -336,17 +340,62 @@ async fn move_interfaces(
                     m.isolated = true;
                 }
             }
-            Err(e) => failures.push(
-                format!(
-                    "{}: into the isolation group, second attempt (it may still be in {})",
-                    eni.id,
-                    flush.unwrap_or("its own groups")
-                ),
-                e,
-            ),
+            Err(e) => {
+                let flushed = moved.get(&eni.id).is_some_and(|m| m.flushed);
+                let left_in = match flush {
+                    // Never leave it open to all traffic: its own groups are less open than the
+                    // flush group. (Its untracked flows were already made untracked; the rerun
+                    // after the failure flushes it again.)
+                    Some(flush) if flushed => match restore_groups(ec2, &eni.id, &eni.groups).await
+                    {
+                        Ok(()) => {
+                            timeline.record(
+                                "restore network interface groups",
+                                &eni.id,
+                                json!([flush]),
+                                json!(eni.groups),
+                            );
+                            "its own groups again".to_owned()
+                        }
+                        Err(restore) => {
+                            failures.push(
+                                format!(
+                                    "{}: back into its own groups from the flush group",
+                                    eni.id
+                                ),
+                                restore,
+                            );
+                            format!("the flush group {flush}")
+                        }
+                    },
+                    _ => "its own groups".to_owned(),
+                };
+                failures.push(
+                    format!(
+                        "{}: into the isolation group, second attempt (it is in {left_in})",
+                        eni.id
+                    ),
+                    e,
+                )
+            }
         }
     }
     moved
+}
+
+/// Puts an interface back on the groups it had before the response.
+async fn restore_groups(
+    ec2: &aws_sdk_ec2::Client,
+    eni_id: &str,
+    groups: &[String],
+) -> Result<(), StepError> {
+    ec2.modify_network_interface_attribute()
+        .network_interface_id(eni_id)
+        .set_groups(Some(groups.to_vec()))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| StepError::aws("ModifyNetworkInterfaceAttribute", e))
 }
 
 #[tracing::instrument(skip(clients), fields(instance_id = %incident.instance_id, incident_id = %incident.incident_id))]

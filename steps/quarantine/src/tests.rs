@@ -750,10 +750,13 @@ async fn an_interface_that_cannot_be_isolated_is_reported_after_every_other_is()
         "eni-b processed after eni-a failed"
     );
     assert!(
-        err.to_string()
-            .contains("eni-a: into the isolation group, second attempt"),
+        err.to_string().contains(
+            "eni-a: into the isolation group, second attempt (it is in its own groups again)"
+        ),
         "{err}"
     );
+    // Never left open to all traffic: back on its own groups, not in the flush group.
+    assert_eq!(s.enis["eni-a"], vec!["sg-web".to_owned()]);
 }
 
 #[tokio::test]
