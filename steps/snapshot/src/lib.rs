@@ -109,15 +109,29 @@ impl LockPolicy {
         LockPolicy::new(&var("SNAPSHOT_LOCK_MODE")?, &var("SNAPSHOT_LOCK_DAYS")?)
     }
 
-    /// Whether an existing lock already protects as much as this policy asks.
-    fn satisfied_by(&self, state: Option<&LockState>) -> bool {
-        matches!(
-            (state, &self.mode),
-            (
-                Some(LockState::Compliance | LockState::ComplianceCooloff),
-                _
-            ) | (Some(LockState::Governance), LockMode::Governance)
-        )
+    /// Whether an existing lock already protects as much as this policy asks: a mode at least as
+    /// strong, for at least the retention. A lock still in its cooling-off period can be removed
+    /// by anyone allowed `ec2:UnlockSnapshot`, and a governance lock or a cooling-off one can be
+    /// shortened (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_LockSnapshot.html>),
+    /// so neither counts as compliance. A lock set by date rather than duration counts if it runs
+    /// for at least the retention from its start.
+    fn satisfied_by(&self, lock: Option<&LockedSnapshotsInfo>) -> bool {
+        let Some(lock) = lock else { return false };
+        let strong = matches!(
+            (lock.lock_state(), &self.mode),
+            (Some(LockState::Compliance), _) | (Some(LockState::Governance), LockMode::Governance)
+        );
+        let retention_secs = i64::from(self.days) * 86_400;
+        let long_enough = match (
+            lock.lock_duration(),
+            lock.lock_duration_start_time(),
+            lock.lock_expires_on(),
+        ) {
+            (Some(days), _, _) => days >= self.days,
+            (None, Some(start), Some(end)) => end.secs() - start.secs() >= retention_secs,
+            _ => false,
+        };
+        strong && long_enough
     }
 }
 
@@ -297,7 +311,7 @@ async fn lock_all(
         let current = locks
             .iter()
             .find(|l| l.snapshot_id() == Some(s.snapshot_id.as_str()));
-        if policy.satisfied_by(current.and_then(|l| l.lock_state())) {
+        if policy.satisfied_by(current) {
             s.lock = current.map(lock_of);
             continue;
         }

@@ -191,8 +191,10 @@ async fn a_rerun_finds_the_snapshots_of_this_incident_and_makes_none() {
         .match_requests(|r| r.snapshot_ids() == ["snap-1", "snap-2"])
         .then_output(|| {
             DescribeLockedSnapshotsOutput::builder()
+                // Cordon's own locks from the first run (a cooling-off lock is not one: see
+                // a_lock_counts_only_if_it_is_as_strong_and_as_long_as_the_policy).
                 .snapshots(locked("snap-1", LockState::Compliance))
-                .snapshots(locked("snap-2", LockState::ComplianceCooloff))
+                .snapshots(locked("snap-2", LockState::Compliance))
                 .build()
         });
     let lock = lock();
@@ -248,6 +250,33 @@ async fn a_rerun_relocks_an_expired_or_weaker_lock_and_skips_a_snapshot_in_error
         .find(|s| s.volume_id == "vol-data")
         .unwrap();
     assert!(data.lock.is_none());
+}
+
+#[test]
+fn a_lock_counts_only_if_it_is_as_strong_and_as_long_as_the_policy() {
+    let p = policy(); // compliance, 90 days
+    let with = |state: LockState, days: i32| {
+        LockedSnapshotsInfo::builder()
+            .snapshot_id("snap-1")
+            .lock_state(state)
+            .lock_duration(days)
+            .build()
+    };
+    assert!(p.satisfied_by(Some(&with(LockState::Compliance, 90))));
+    assert!(p.satisfied_by(Some(&with(LockState::Compliance, 365))));
+    assert!(
+        !p.satisfied_by(Some(&with(LockState::Compliance, 30))),
+        "too short"
+    );
+    assert!(
+        !p.satisfied_by(Some(&with(LockState::ComplianceCooloff, 90))),
+        "can still be unlocked"
+    );
+    assert!(
+        !p.satisfied_by(Some(&with(LockState::Governance, 90))),
+        "weaker mode"
+    );
+    assert!(!p.satisfied_by(None));
 }
 
 #[test]
