@@ -153,6 +153,8 @@ struct Done {
     profile: Option<String>,
     revoked: Option<(String, RevokeSessions)>,
     metadata_disabled: bool,
+    /// The metadata options' `State` at the read-back: `pending` until EC2 has applied the change.
+    metadata_state: Option<String>,
     forensic_attached: bool,
     stopped: Option<String>,
     /// The stop was recorded as complete (`stopped`), not only begun (`stopping`).
@@ -268,7 +270,10 @@ impl Done {
                     };
                     d.revoked = Some((a.target.clone(), scope));
                 }
-                ("detach-profile", actions::DISABLE_METADATA) => d.metadata_disabled = true,
+                ("detach-profile", actions::DISABLE_METADATA) => {
+                    d.metadata_disabled = true;
+                    d.metadata_state = a.after["state"].as_str().map(str::to_owned);
+                }
                 ("detach-profile", actions::ATTACH_FORENSIC) => d.forensic_attached = true,
                 ("termprotect", actions::STOP | actions::HIBERNATE) => {
                     d.stopped = Some(format!(
@@ -969,8 +974,15 @@ pub fn table(results: &Value, incident: &Incident, actions: &[Action]) -> Vec<Ro
         row(
             "credentials from the instance metadata service",
             format!(
-                "instance metadata endpoint disabled (HttpEndpoint=disabled){}: no profile associated now or later can hand credentials to the host",
-                if d.profile_removed { "; instance profile removed" } else { "" }
+                "instance metadata endpoint disabled (HttpEndpoint=disabled){}{}: no profile associated now or later can hand credentials to the host",
+                if d.profile_removed { "; instance profile removed" } else { "" },
+                // ModifyInstanceMetadataOptions is asynchronous: State stays `pending` until it is
+                // `applied` (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceMetadataOptionsResponse.html).
+                if d.metadata_state.as_deref() == Some("pending") {
+                    "; the change was still pending at the read-back: cut once EC2 has applied it"
+                } else {
+                    ""
+                }
             ),
             Status::Cut,
             source::METADATA,

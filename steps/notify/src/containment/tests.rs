@@ -364,6 +364,30 @@ fn metadata_and_credentials_rows_follow_what_detach_profile_did() {
     );
     let imds = find(&rows, "credentials from the instance metadata service");
     assert_eq!(imds.status, Status::Cut);
+    assert!(!imds.done.contains("pending"), "{}", imds.done);
+    // A change EC2 had not applied yet at the read-back is said to be pending.
+    let mut pending = acts.to_vec();
+    pending[3] = action(
+        "detach-profile",
+        actions::DISABLE_METADATA,
+        ID,
+        json!({"http_endpoint": "enabled", "state": "applied"}),
+        json!({"http_endpoint": "disabled", "state": "pending"}),
+    );
+    let rows_pending = table(
+        &results(facts("subnet-public", false)),
+        &incident("sg+nacl"),
+        &pending,
+    );
+    let imds_pending = find(
+        &rows_pending,
+        "credentials from the instance metadata service",
+    );
+    assert!(
+        imds_pending.done.contains("still pending at the read-back"),
+        "{}",
+        imds_pending.done
+    );
     let issued = find(&rows, "credentials already issued to the instance's role");
     assert_eq!(issued.status, Status::Cut);
     assert!(
