@@ -131,3 +131,18 @@ mod tests {
         assert!(a[0].at.ends_with('Z'));
     }
 }
+
+/// Names of the actions that other code reads back (notify's containment table, release): one
+/// spelling, so that renaming an action in a step cannot silently empty a row of the table.
+pub mod actions {
+    pub const ISOLATE: &str = "isolate network interface";
+    pub const DEREGISTER: &str = "deregister from target group";
+    pub const CONNTRACK: &str = "lower connection-tracking timeouts";
+    pub const NACL_DENY: &str = "deny instance address in network ACL";
+    pub const REMOVE_PROFILE: &str = "remove instance profile";
+    pub const REVOKE: &str = "revoke issued credentials";
+    pub const DISABLE_METADATA: &str = "disable instance metadata endpoint";
+    pub const ATTACH_FORENSIC: &str = "attach forensic instance profile";
+    pub const STOP: &str = "stop instance";
+    pub const HIBERNATE: &str = "hibernate instance";
+}

@@ -33,6 +33,7 @@ use aws_sdk_ec2::types::{
 };
 use cordon_common::incident::RevokeSessions;
 use cordon_common::lookup::{self, filter};
+use cordon_common::timeline::actions;
 use cordon_common::timeline::Timeline;
 use cordon_common::{lambda, Action, Gap, Incident, StepError};
 use serde::{Deserialize, Serialize};
@@ -197,7 +198,7 @@ pub async fn remove(
     incident: &Incident,
     pre_incident_profile: Option<String>,
 ) -> Result<Output, StepError> {
-    const REMOVE: &str = "remove instance profile";
+    const REMOVE: &str = actions::REMOVE_PROFILE;
     let id = incident.instance_id.as_str();
     let mut timeline = Timeline::new(STEP);
     let mut out = Output::default();
@@ -288,7 +289,7 @@ async fn revoke_profile(
         quota: config.role_policy_quota,
         confirm_after: config.revocation_confirm_after,
     };
-    const REVOKE: &str = "revoke issued credentials";
+    const REVOKE: &str = actions::REVOKE;
     let target = format!("role/{role_name}");
     timeline.intend(REVOKE, &target, &json!(null), &json!(revoke::POLICY_NAME));
     let outcome = revoke::revoke(&clients.iam, &request).await?;
@@ -433,7 +434,7 @@ pub async fn disable_metadata(
     config: &Config,
     incident: &Incident,
 ) -> Result<Output, StepError> {
-    const DISABLE: &str = "disable instance metadata endpoint";
+    const DISABLE: &str = actions::DISABLE_METADATA;
     let id = incident.instance_id.as_str();
     let mut timeline = Timeline::new(STEP);
     let instance = lookup::describe_instance(&clients.ec2, id).await?;
@@ -490,7 +491,7 @@ pub async fn attach_forensic(
     config: &Config,
     incident: &Incident,
 ) -> Result<Output, StepError> {
-    const ATTACH: &str = "attach forensic instance profile";
+    const ATTACH: &str = actions::ATTACH_FORENSIC;
     let id = incident.instance_id.as_str();
     let forensic = config.forensic_profile_arn.as_str();
     let mut timeline = Timeline::new(STEP);

@@ -41,18 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The action names this table reads, as the steps record them.
-pub mod actions {
-    pub const ISOLATE: &str = "isolate network interface";
-    pub const DEREGISTER: &str = "deregister from target group";
-    pub const CONNTRACK: &str = "lower connection-tracking timeouts";
-    pub const NACL_DENY: &str = "deny instance address in network ACL";
-    pub const REMOVE_PROFILE: &str = "remove instance profile";
-    pub const REVOKE: &str = "revoke issued credentials";
-    pub const DISABLE_METADATA: &str = "disable instance metadata endpoint";
-    pub const ATTACH_FORENSIC: &str = "attach forensic instance profile";
-    pub const STOP: &str = "stop instance";
-    pub const HIBERNATE: &str = "hibernate instance";
-}
+pub use cordon_common::timeline::actions;
 
 pub mod source {
     pub const SECURITY_GROUPS: &str =

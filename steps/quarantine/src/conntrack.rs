@@ -21,6 +21,7 @@ use aws_sdk_ec2::types::{
     ConnectionTrackingConfiguration, ConnectionTrackingSpecificationRequest,
     ConnectionTrackingSpecificationResponse, InstanceType, InstanceTypeHypervisor,
 };
+use cordon_common::timeline::actions;
 use cordon_common::timeline::Timeline;
 use cordon_common::{Gap, StepError};
 use serde::Serialize;
@@ -31,7 +32,7 @@ use crate::STEP;
 pub const TCP_ESTABLISHED_MIN: i32 = 60;
 pub const UDP_STREAM_MIN: i32 = 60;
 pub const UDP_MIN: i32 = 30;
-const ACTION: &str = "lower connection-tracking timeouts";
+const ACTION: &str = actions::CONNTRACK;
 
 /// Idle timeouts in seconds; `None` where EC2 reported nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]

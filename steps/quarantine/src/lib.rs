@@ -48,6 +48,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use cordon_common::incident::NetworkIsolation;
 use cordon_common::lookup::{self, filter, TargetRegistration};
 use cordon_common::network::NetworkFacts;
+use cordon_common::timeline::actions;
 use cordon_common::timeline::Timeline;
 use cordon_common::{lambda, Action, Gap, Incident, StepError};
 use serde::{Deserialize, Serialize};
@@ -277,7 +278,7 @@ async fn move_interfaces(
     timeline: &mut Timeline,
     failures: &mut Failures,
 ) -> BTreeMap<String, Moved> {
-    const MOVE: &str = "isolate network interface";
+    const MOVE: &str = actions::ISOLATE;
     let mut moved = BTreeMap::new();
     let mut again = Vec::new();
     for eni in interfaces {
@@ -517,7 +518,7 @@ pub async fn quarantine(clients: &Clients, incident: &Incident) -> Result<Output
         }
     };
 
-    const DEREGISTER: &str = "deregister from target group";
+    const DEREGISTER: &str = actions::DEREGISTER;
     let registrations = match lookup::target_registrations(&clients.elbv2, Some(&vpc_id), id).await
     {
         Ok(r) => r,

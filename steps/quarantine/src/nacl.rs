@@ -68,6 +68,7 @@ use std::net::IpAddr;
 
 use aws_sdk_ec2::types::{NetworkAcl, NetworkAclEntry, RuleAction};
 use cordon_common::lookup::filter;
+use cordon_common::timeline::actions;
 use cordon_common::timeline::Timeline;
 use cordon_common::{Gap, StepError};
 use serde::Serialize;
@@ -82,7 +83,7 @@ pub const RULE_RANGE: std::ops::RangeInclusive<i32> = 1..=99;
 /// concurrent responses in one ACL need at most N rounds: 32 covers a burst in one VPC (the
 /// reserved concurrency keeps far fewer running at once).
 const MAX_ATTEMPTS: usize = 32;
-const ACTION: &str = "deny instance address in network ACL";
+const ACTION: &str = actions::NACL_DENY;
 
 /// An IPv4 or IPv6 network in CIDR notation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

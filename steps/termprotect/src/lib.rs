@@ -39,6 +39,7 @@ use aws_sdk_ec2::types::{
     InstanceStateName, Tag,
 };
 use cordon_common::lookup::{self, AutoScalingMembership};
+use cordon_common::timeline::actions;
 use cordon_common::timeline::Timeline;
 use cordon_common::{lambda, Action, Gap, Incident, StepError};
 use serde::{Deserialize, Serialize};
@@ -448,9 +449,9 @@ pub async fn stop(clients: &Clients, incident: &Incident) -> Result<Stopped, Ste
         .and_then(|h| h.configured())
         .unwrap_or(false);
     let action = if hibernate {
-        "hibernate instance"
+        actions::HIBERNATE
     } else {
-        "stop instance"
+        actions::STOP
     };
     let done = |state_name, timeline: Timeline, gaps| Stopped {
         state: state_name,
