@@ -384,6 +384,17 @@ async fn move_interfaces(
     moved
 }
 
+/// The most of the execution's state the network facts may take. Every state's input and output
+/// is limited to 256 KiB, and exceeding it is `States.DataLimitExceeded`, which `States.ALL` does
+/// not catch (<https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html>,
+/// <https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html>): a very large VPC
+/// must not be able to fail the containment branch, so its facts are left out instead.
+pub const MAX_FACTS_BYTES: usize = 64 * 1024;
+
+fn facts_fit_in_state(facts: &cordon_common::network::NetworkFacts) -> bool {
+    serde_json::to_vec(facts).is_ok_and(|v| v.len() <= MAX_FACTS_BYTES)
+}
+
 /// Puts an interface back on the groups it had before the response.
 async fn restore_groups(
     ec2: &aws_sdk_ec2::Client,
@@ -623,6 +634,17 @@ pub async fn quarantine(clients: &Clients, incident: &Incident) -> Result<Output
     };
 
     let network = match network.await {
+        Ok(Ok(facts)) if !facts_fit_in_state(&facts) => {
+            gaps.push(Gap::new(
+                STEP,
+                "network facts for the containment table",
+                format!(
+                    "the facts of VPC {} are larger than {MAX_FACTS_BYTES} bytes and were left out of the step's output: a state larger than Step Functions' 256 KiB payload quota fails with States.DataLimitExceeded, which no Catch handles; the containment table treats these paths as unknown",
+                    facts.vpc_id
+                ),
+            ));
+            None
+        }
         Ok(Ok(facts)) => Some(facts),
         Ok(Err(e)) => {
             gaps.push(Gap::new(

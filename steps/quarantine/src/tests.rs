@@ -1078,3 +1078,18 @@ async fn a_deny_rule_removed_behind_our_back_fails_verification() {
         "{err}"
     );
 }
+
+#[test]
+fn network_facts_too_large_for_the_state_are_left_out() {
+    let mut facts = cordon_common::network::NetworkFacts {
+        vpc_id: "vpc-1".into(),
+        ..Default::default()
+    };
+    assert!(facts_fit_in_state(&facts));
+    for i in 0..3000 {
+        facts
+            .network_acls
+            .insert(format!("subnet-{i:017x}"), format!("acl-{i:017x}"));
+    }
+    assert!(!facts_fit_in_state(&facts), "about 150 KB of facts");
+}
