@@ -5,7 +5,10 @@
 // throttles every one of them, and the account's own workloads with them). Each step function
 // therefore gets a reserved concurrency of `maxConcurrentResponses` (an execution invokes each
 // function at most once at a time: the Contain branches are four different functions, and no Map
-// fans one out), and the GuardDuty path starts no execution while that many run (steps/dispatch).
+// fans one out; the one exception is notify, which the failure rule also invokes, asynchronously,
+// for each failed execution: a throttled asynchronous invocation is retried by Lambda, and a
+// throttled Task by its Lambda.TooManyRequestsException retrier), and the GuardDuty path starts
+// no execution while that many run (steps/dispatch).
 //
 // EC2 throttles per account and Region, per API action, with a token bucket: "Each request that
 // you make removes one token from the API's bucket"; a mutating action that is neither
