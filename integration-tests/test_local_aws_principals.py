@@ -27,9 +27,15 @@ def test_each_function_runs_under_its_template_role_with_the_template_policies(s
         doc = stack.iam.get_role_policy(RoleName=name, PolicyName=inline["PolicyName"])["PolicyDocument"]
         doc = json.loads(doc) if isinstance(doc, str) else doc
         assert [s.get("Sid") for s in doc["Statement"]] == [s.get("Sid") for s in inline["PolicyDocument"]["Statement"]]
+    # The forensic role: no managed policy, only the SSM agent's channel actions, inline.
     forensic = t.by_path("ForensicRole/Resource")
-    attached = stack.iam.list_attached_role_policies(RoleName=f"Cordon-{forensic}")["AttachedPolicies"]
-    assert [p["PolicyArn"] for p in attached] == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+    assert stack.iam.list_attached_role_policies(RoleName=f"Cordon-{forensic}")["AttachedPolicies"] == []
+    [inline] = t.resources[forensic]["Properties"]["Policies"]
+    doc = stack.iam.get_role_policy(RoleName=f"Cordon-{forensic}", PolicyName=inline["PolicyName"])["PolicyDocument"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    actions = {a for st in doc["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    assert actions and all(a.split(":")[0] in ("ssm", "ssmmessages", "ec2messages") for a in actions), actions
+    assert not any(a.startswith("ssm:GetParameter") for a in actions), actions
 
 
 def test_every_call_of_a_response_is_logged_with_the_function_and_role_that_made_it(stack):

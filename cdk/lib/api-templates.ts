@@ -8,6 +8,8 @@
 
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 
+import { MIN_COLLECTION_BUDGET_SECONDS } from './config';
+
 const JSON_STRING = (expr: string) => String.raw`"$util.escapeJavaScript(${expr}).replaceAll("\\'", "'")"`;
 
 /**
@@ -17,8 +19,12 @@ const JSON_STRING = (expr: string) => String.raw`"$util.escapeJavaScript(${expr}
  */
 export const INCIDENT_ID = '[A-Za-z0-9][A-Za-z0-9._-]{0,79}';
 
-/** POST /incidents body. Anything else is 400 before Step Functions is called. */
-export const incidentRequestSchema: apigw.JsonSchema = {
+/**
+ * POST /incidents body. Anything else is 400 before Step Functions is called. The largest
+ * collection budget a request may ask for is the deployment's (context collectionMaxBudgetSeconds);
+ * "Validate input" checks the same bound for executions started without the API.
+ */
+export const incidentRequestSchema = (maxCollectionBudgetSeconds: number): apigw.JsonSchema => ({
   schema: apigw.JsonSchemaVersion.DRAFT4,
   title: 'IncidentRequest',
   type: apigw.JsonSchemaType.OBJECT,
@@ -46,10 +52,18 @@ export const incidentRequestSchema: apigw.JsonSchema = {
         revoke_sessions: { type: apigw.JsonSchemaType.STRING, enum: ['instance', 'role', 'none'] },
         network: { type: apigw.JsonSchemaType.STRING, enum: ['sg', 'sg+nacl'] },
         stop_after_evidence: { type: apigw.JsonSchemaType.BOOLEAN },
+        // "before-containment" is accepted here so that "Validate input" refuses it with its own
+        // InvalidInput message (not available in this version) rather than a bare schema error.
+        collection_network: { type: apigw.JsonSchemaType.STRING, enum: ['endpoints', 'internet-443', 'before-containment'] },
+        collection_budget_seconds: {
+          type: apigw.JsonSchemaType.INTEGER,
+          minimum: MIN_COLLECTION_BUDGET_SECONDS,
+          maximum: maxCollectionBudgetSeconds,
+        },
       },
     },
   },
-};
+});
 
 /**
  * StartExecution request: the body is the execution input as it came, and the execution name is

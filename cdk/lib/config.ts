@@ -33,9 +33,14 @@ export interface CordonConfig {
   readonly maxConcurrentResponses: number;
   /** Reserve that concurrency for the functions; off for accounts whose Lambda quota is too small. */
   readonly reservedConcurrency: boolean;
-  /** State machine polling of the SSM collection: seconds between polls and the poll cap. */
-  readonly collectionWaitSeconds: string;
-  readonly collectionMaxPolls: string;
+  /**
+   * The collection budget B in seconds: the whole time an SSM collection may take, from SendCommand
+   * to the poll deadline; the delivery and execution timeouts, the script's budgets and the poll
+   * deadline are derived from it (cordon_common::collection::Budget). A request may ask for another
+   * budget (options.collection_budget_seconds) up to `collectionMaxBudgetSeconds`.
+   */
+  readonly collectionBudgetSeconds: number;
+  readonly collectionMaxBudgetSeconds: number;
   /**
    * Create (and retain) the region's API Gateway CloudWatch Logs role (AWS::ApiGateway::Account),
    * which access and execution logging need. Off when the account already manages one.
@@ -56,6 +61,12 @@ export interface CordonConfig {
   /** A role (besides Cordon's own and the break-glass role) that may decrypt evidence. */
   readonly investigatorRoleArn?: string;
 }
+
+/** The collection budget's bounds and defaults (context collectionBudgetSeconds, collectionMaxBudgetSeconds). */
+export const MIN_COLLECTION_BUDGET_SECONDS = 300;
+export const MAX_COLLECTION_BUDGET_SECONDS = 3600;
+export const DEFAULT_COLLECTION_BUDGET_SECONDS = 1200;
+export const DEFAULT_COLLECTION_MAX_BUDGET_SECONDS = 3600;
 
 const ARCHITECTURES: readonly Architecture[] = ['arm64', 'x86_64'];
 const RETENTION_MODES: readonly RetentionMode[] = ['GOVERNANCE', 'COMPLIANCE'];
@@ -89,8 +100,22 @@ export function configFromContext(node: Node, defaultLambdaDir: string): CordonC
     }
   }
 
-  const collectionWaitSeconds = integerOf(ctx('collectionWaitSeconds'), 'collectionWaitSeconds', 1, 3600) ?? 30;
-  const collectionMaxPolls = integerOf(ctx('collectionMaxPolls'), 'collectionMaxPolls', 1, 1000) ?? 40;
+  // 300 s at least: the delivery timeout is clamp(B/5, 60, 600) and the script keeps 60 s of the
+  // execution timeout for itself, so a smaller budget leaves the script almost nothing. 3,600 s at
+  // most: the collection holds the compromised instance's command channel open (the revocation
+  // exemption) and the forensic profile attached, and an hour is the longest Cordon allows that.
+  const collectionBudgetSeconds =
+    integerOf(ctx('collectionBudgetSeconds'), 'collectionBudgetSeconds', MIN_COLLECTION_BUDGET_SECONDS, MAX_COLLECTION_BUDGET_SECONDS) ??
+    DEFAULT_COLLECTION_BUDGET_SECONDS;
+  const collectionMaxBudgetSeconds =
+    integerOf(ctx('collectionMaxBudgetSeconds'), 'collectionMaxBudgetSeconds', MIN_COLLECTION_BUDGET_SECONDS, MAX_COLLECTION_BUDGET_SECONDS) ??
+    DEFAULT_COLLECTION_MAX_BUDGET_SECONDS;
+  if (collectionBudgetSeconds > collectionMaxBudgetSeconds) {
+    throw new Error(
+      `context collectionBudgetSeconds (${collectionBudgetSeconds}) must not exceed collectionMaxBudgetSeconds (${collectionMaxBudgetSeconds}): ` +
+        'the deployment default is itself a budget that a request could ask for',
+    );
+  }
 
   const apiStageName = stringOf(ctx('apiStageName'), 'apiStageName') ?? 'v1';
   if (!/^[A-Za-z0-9_]{1,128}$/.test(apiStageName)) {
@@ -119,8 +144,8 @@ export function configFromContext(node: Node, defaultLambdaDir: string): CordonC
     maxConcurrentResponses:
       integerOf(ctx('maxConcurrentResponses'), 'maxConcurrentResponses', 1, 1000) ?? DEFAULT_MAX_CONCURRENT_RESPONSES,
     reservedConcurrency: booleanOf(ctx('reservedConcurrency') ?? true, 'reservedConcurrency'),
-    collectionWaitSeconds: String(collectionWaitSeconds),
-    collectionMaxPolls: String(collectionMaxPolls),
+    collectionBudgetSeconds,
+    collectionMaxBudgetSeconds,
     apiStageName,
     apiRateLimit: integerOf(ctx('apiRateLimit'), 'apiRateLimit', 1, 10000) ?? 10,
     apiBurstLimit: integerOf(ctx('apiBurstLimit'), 'apiBurstLimit', 1, 5000) ?? 20,

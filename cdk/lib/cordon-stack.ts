@@ -43,9 +43,12 @@ import {
 import type { CordonConfig } from './config';
 import { loadDefinition } from './definition';
 import {
+  DEFAULT_STEP_TIMEOUT_SECONDS,
   DISPATCH,
+  FORENSIC_ROLE_PATH,
   ROLE_PATH,
   STEPS,
+  forensicRoleStatements,
   functionArnPlaceholder,
   type ScopeArns,
   type StepName,
@@ -73,9 +76,6 @@ export const EVIDENCE_PROTECTED_ACTIONS = [
   's3:DeleteObjectVersion',
   's3:PutBucketVersioning',
 ];
-
-/** The only evidence keys the forensic role (the host, during collection) may create. */
-export const FORENSIC_UPLOAD_KEYS = '*/i-*/ssm/*';
 
 export interface CordonStackProps extends StackProps {
   readonly config: CordonConfig;
@@ -190,8 +190,9 @@ export class CordonStack extends Stack {
     // aws:PrincipalArn is not a Cordon role, the break-glass role or the investigator role. Cordon's
     // roles are named by their path, not their ARNs: the roles' own policies name this key, so the
     // key naming them would be a circular dependency. Within the path only the roles whose
-    // policies grant kms:Decrypt (the evidence-reading steps and the forensic role, lib/steps.ts)
-    // can decrypt. S3 calls KMS with the requester's credentials for SSE-KMS
+    // policies grant kms:Decrypt (the evidence-reading steps, lib/steps.ts) can decrypt; the
+    // forensic role, which the compromised host holds, lies outside it. S3 calls KMS with the
+    // requester's credentials for SSE-KMS
     // (https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html), so reads
     // through S3 are judged by the reader's ARN; no AWS service uses this key as itself, so no
     // kms:ViaService exemption is needed (one for S3 would readmit every reader).
@@ -232,54 +233,23 @@ export class CordonStack extends Stack {
     }
 
     // ----------------------------------------------------------------------------- forensic profile
-    // The role that replaces the compromised instance's own: AmazonSSMManagedInstanceCore is what
-    // the SSM agent needs to stay registered and receive Run Command (ssm:UpdateInstanceInformation,
-    // ssmmessages:*, ec2messages:*), so that the collection step can still run commands after the
-    // instance has lost its own role. Beyond that it may only add objects to the evidence bucket.
+    // The role that replaces the compromised instance's own while Cordon collects from it. A root
+    // user on the host can use whatever it grants, so it grants only what the SSM agent needs to
+    // stay registered and take Run Command (lib/steps.ts: forensicRoleStatements), inline: no
+    // managed policy (AmazonSSMManagedInstanceCore would add ssm:GetParameter/GetParameters on "*",
+    // every parameter of the account), no S3 and no KMS (the script uploads to URLs that
+    // ssm-collect presigns). It lives outside Cordon's role path, so that detach-profile may put
+    // the cordon-revoke policy on it after a collection (its sessions outlive the profile).
+    const forensicStatements = forensicRoleStatements();
     const forensicRole = new iam.Role(this, 'ForensicRole', {
-      path: ROLE_PATH,
-      description: 'Cordon: the role a quarantined instance gets, so that SSM can collect evidence from it',
+      path: FORENSIC_ROLE_PATH,
+      description: 'Cordon: the role a quarantined instance gets, so that SSM Run Command can collect evidence from it',
       assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
-      managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName('AmazonSSMManagedInstanceCore')],
       inlinePolicies: {
-        evidence: new iam.PolicyDocument({
-          statements: [
-            new iam.PolicyStatement({
-              sid: 'EvidenceUpload',
-              actions: ['s3:PutObject'],
-              // Only collection output keys (<incident>/<instance>/ssm/...): the host must never
-              // be able to write what Cordon reads as its own records (manifest.json,
-              // pre-incident-state.json, notifications/*): incident ids and execution names have
-              // no "/", so no such key contains "/i-<id>/ssm/".
-              resources: [this.evidenceBucket.arnForObjects(FORENSIC_UPLOAD_KEYS)],
-            }),
-            new iam.PolicyStatement({
-              sid: 'EvidenceKey',
-              // Decrypt as well as GenerateDataKey: a multipart upload (large memory or disk
-              // artifacts) to an SSE-KMS bucket needs both.
-              actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
-              resources: [evidenceKey.keyArn],
-              conditions: {
-                StringEquals: {
-                  'kms:ViaService': `s3.${Aws.REGION}.amazonaws.com`,
-                  'kms:EncryptionContext:aws:s3:arn': this.evidenceBucket.bucketArn,
-                },
-              },
-            }),
-          ],
-        }),
+        'ssm-agent-run-command': new iam.PolicyDocument({ statements: forensicStatements.map(toPolicyStatement) }),
       },
     });
-    Validations.of(forensicRole).acknowledge(
-      {
-        id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]',
-        reason: 'AmazonSSMManagedInstanceCore is the AWS-maintained minimum for the SSM agent (registration, Run Command, Session Manager channels); copying it inline would freeze it while AWS keeps adjusting what the agent calls.',
-      },
-      {
-        id: `AwsSolutions-IAM5[Resource::${flat(this, this.evidenceBucket.arnForObjects(FORENSIC_UPLOAD_KEYS))}]`,
-        reason: 'The collection script uploads under <incident_id>/<instance_id>/, known only at run time; the role can only add objects (no read, no delete), and versioning with Object Lock keeps every earlier version.',
-      },
-    );
+    acknowledgeWildcards(forensicRole, forensicStatements);
     const forensicProfile = new iam.InstanceProfile(this, 'ForensicInstanceProfile', {
       role: forensicRole,
       path: ROLE_PATH,
@@ -299,6 +269,8 @@ export class CordonStack extends Stack {
       forensicInstanceProfileArn: forensicProfile.instanceProfileArn,
       retentionMode: config.retentionMode,
       retentionDays: config.retentionDays,
+      collectionBudgetSeconds: config.collectionBudgetSeconds,
+      collectionMaxBudgetSeconds: config.collectionMaxBudgetSeconds,
     };
     const architecture = config.architecture === 'x86_64' ? lambda.Architecture.X86_64 : lambda.Architecture.ARM_64;
 
@@ -335,7 +307,8 @@ export class CordonStack extends Stack {
         handler: 'bootstrap',
         code: stepCode(config, step.binary),
         memorySize: 256,
-        timeout: Duration.seconds(60),
+        // steps.ts says why a step needs more than the default.
+        timeout: Duration.seconds(step.timeout?.seconds ?? DEFAULT_STEP_TIMEOUT_SECONDS),
         // A response invokes each step function at most once at a time, so this many responses
         // run without one waiting for another's slot, and no other function of the account can
         // take the slots (lib/concurrency.ts: the number, and EC2's limits behind it).
@@ -356,8 +329,6 @@ export class CordonStack extends Stack {
     // ----------------------------------------------------------------------------- state machine
     this.definitionSubstitutions = {
       ...Object.fromEntries(STEPS.map((step) => [functionArnPlaceholder(step), this.functions[step.name].functionArn])),
-      CollectionWaitSeconds: config.collectionWaitSeconds,
-      CollectionMaxPolls: config.collectionMaxPolls,
       ForensicInstanceProfileArn: forensicProfile.instanceProfileArn,
       EvidenceBucket: this.evidenceBucket.bucketName,
       TopicArn: this.topic.topicArn,
@@ -568,7 +539,7 @@ export class CordonStack extends Stack {
       modelName: 'IncidentRequest',
       contentType: 'application/json',
       description: 'POST /incidents body',
-      schema: incidentRequestSchema,
+      schema: incidentRequestSchema(config.collectionMaxBudgetSeconds),
     });
     const validator = api.addRequestValidator('Validator', {
       requestValidatorName: 'body-and-parameters',

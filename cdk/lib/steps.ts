@@ -18,8 +18,17 @@
 //     and aws:TagKeys; AssociateIamInstanceProfile supports ec2:NewInstanceProfile;
 //     StopInstances and ModifyInstanceMetadataOptions take instance* (aws:ResourceTag).
 //   - list_awssystemsmanager.html: SendCommand takes document*, instance, managed-instance and
-//     bucket (the output bucket); DescribeInstanceInformation, ListCommands and
-//     GetCommandInvocation take no resource.
+//     bucket (the output bucket, which Cordon no longer names: the output goes to presigned URLs);
+//     DescribeInstanceInformation, ListCommands, GetCommandInvocation and CancelCommand take no
+//     resource; UpdateInstanceInformation takes instance and managed-instance
+//     (ec2:SourceInstanceARN, ssm:SourceInstanceARN).
+//   - list_ssmmessages.html (Amazon Message Gateway Service) and list_ec2messages.html (Amazon
+//     Message Delivery Service): no action of either service has a resource type, so "*" is the
+//     only valid Resource; CreateControlChannel, GetMessages and SendReply take
+//     ec2:SourceInstanceARN.
+//   - list_amazonec2.html, the collection path: DescribePrefixLists and DescribeVpcEndpoints have
+//     no resource type; DeleteNetworkAclEntry takes network-acl* (aws:ResourceTag,
+//     ec2:NetworkAclID, ec2:Vpc), like CreateNetworkAclEntry.
 //   - list_amazonec2autoscaling.html / list_awselasticloadbalancingv2.html: the Describe* actions
 //     take no resource; DetachInstances takes autoScalingGroup*, DeregisterTargets targetgroup*.
 //   - list_awsidentityandaccessmanagementiam.html: GetInstanceProfile takes instance-profile*,
@@ -53,6 +62,9 @@ export interface ScopeArns {
   /** The evidence retention (S3 Object Lock default retention), also the snapshot lock. */
   readonly retentionMode?: 'GOVERNANCE' | 'COMPLIANCE';
   readonly retentionDays?: number;
+  /** The deployment's collection budget and the most a request may ask for (lib/config.ts). */
+  readonly collectionBudgetSeconds?: number;
+  readonly collectionMaxBudgetSeconds?: number;
 }
 
 export interface StepStatement {
@@ -74,6 +86,8 @@ export interface StepDefinition {
   readonly description: string;
   /** Extra environment beyond EVIDENCE_BUCKET, which every step gets. */
   readonly environment?: (arns: ScopeArns) => Record<string, string>;
+  /** The function timeout when the default (DEFAULT_STEP_TIMEOUT_SECONDS) is not enough, and why. */
+  readonly timeout?: { readonly seconds: number; readonly why: string };
   readonly statements: (arns: ScopeArns) => StepStatement[];
 }
 
@@ -103,9 +117,52 @@ export const arn = {
   runPowerShellScript: `arn:${partition}:ssm:${region}::document/AWS-RunPowerShellScript`,
 };
 
-/** Every IAM role this stack creates lives under this path, so that it can be named in a Deny. */
+/**
+ * Every IAM role this stack creates lives under this path, so that it can be named in a Deny;
+ * except the forensic role (FORENSIC_ROLE_PATH).
+ */
 export const ROLE_PATH = '/cordon/';
+/**
+ * The forensic role's path: outside ROLE_PATH (role/cordon/* does not match role/cordon-forensic/...),
+ * because detach-profile must put the cordon-revoke policy on it, which the Deny on ROLE_PATH
+ * forbids. Outside that path it is also refused kms:Decrypt by the evidence key's policy.
+ */
+export const FORENSIC_ROLE_PATH = '/cordon-forensic/';
 export const ownRoles = `arn:${partition}:iam::${account}:role${ROLE_PATH}*`;
+
+/** Every step function's timeout unless its definition says otherwise. */
+export const DEFAULT_STEP_TIMEOUT_SECONDS = 60;
+
+/**
+ * The only evidence keys written from the host during a collection: <incident>/<instance>/ssm/...
+ * (collection.txt.gz, memory.lime), through the URLs that ssm-collect presigns. No key that Cordon
+ * reads as its own record (manifest.json, pre-incident-state.json, notifications/*) matches:
+ * incident ids and execution names have no "/", so none contains "/i-<id>/ssm/".
+ */
+export const FORENSIC_UPLOAD_KEYS = '*/i-*/ssm/*';
+
+/**
+ * What the SSM agent calls to stay registered and take Run Command: the forensic role's whole
+ * grant, and the actions that the revocation policy leaves out of its deny (NotAction) for an
+ * instance under collection (ARCHITECTURE.md). They are the registration and channel actions of
+ * AmazonSSMManagedInstanceCore (https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AmazonSSMManagedInstanceCore.html)
+ * without what that policy adds for State Manager, Patch Manager, Inventory and documents
+ * (ssm:GetParameter(s), GetDocument, ListAssociations, PutInventory, ...): Run Command delivers the
+ * document with the command on the ec2messages/ssmmessages channel.
+ */
+export const AGENT_CHANNEL_ACTIONS = [
+  'ssm:UpdateInstanceInformation',
+  'ssmmessages:CreateControlChannel',
+  'ssmmessages:CreateDataChannel',
+  'ssmmessages:OpenControlChannel',
+  'ssmmessages:OpenDataChannel',
+  'ec2messages:AcknowledgeMessage',
+  'ec2messages:DeleteMessage',
+  'ec2messages:FailMessage',
+  'ec2messages:GetEndpoint',
+  'ec2messages:GetMessages',
+  'ec2messages:SendReply',
+] as const;
 
 /** The tag namespace that Cordon writes; tag-writing statements allow no other key. */
 export const TAG_PREFIX = 'cordon:';
@@ -126,7 +183,13 @@ const NO_RESOURCE_LEVEL =
 // ---------------------------------------------------------------------------------------------
 // Shared statement builders.
 
-type BucketAccess = { read?: boolean; write?: boolean; list?: boolean };
+type BucketAccess = {
+  read?: boolean;
+  write?: boolean;
+  list?: boolean;
+  /** Sign PUT URLs for the host's collection output (FORENSIC_UPLOAD_KEYS only). */
+  presignHostUploads?: boolean;
+};
 
 /** Evidence bucket access, and the KMS use that it needs on the bucket key. */
 function evidence(arns: ScopeArns, access: BucketAccess): StepStatement[] {
@@ -141,6 +204,14 @@ function evidence(arns: ScopeArns, access: BucketAccess): StepStatement[] {
       // condition makes that a rule of the role too, not only of the code.
       conditions: { StringEquals: { 's3:if-none-match': '*' } },
       why: 'write evidence objects; keys are <incident_id>/<instance_id>/<name>, known only at run time, so the scope is every object of the evidence bucket, and only as a create-if-absent put',
+    });
+  }
+  if (access.presignHostUploads) {
+    out.push({
+      sid: 'PresignHostUploads',
+      actions: ['s3:PutObject'],
+      resources: [`${arns.evidenceBucketArn}/${FORENSIC_UPLOAD_KEYS}`],
+      why: 'presign the PUT URLs that the collection script uploads its output and memory image to: a presigned request is authorized as the principal that signed it (https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-presigned-url.html), so the host needs no S3 permission at all. Only collection output keys <incident_id>/<instance_id>/ssm/..., known only at run time; Cordon\'s own records (manifest.json, pre-incident-state.json, notifications/*) never match. No If-None-Match condition: the host sends the request, not the function; versioning and Object Lock keep every version, and the function hashes what arrived against the script\'s hash',
     });
   }
   if (access.read) {
@@ -160,7 +231,7 @@ function evidence(arns: ScopeArns, access: BucketAccess): StepStatement[] {
     });
   }
   const keyActions = [
-    ...(access.write ? ['kms:GenerateDataKey'] : []),
+    ...(access.write || access.presignHostUploads ? ['kms:GenerateDataKey'] : []),
     ...(access.read ? ['kms:Decrypt'] : []),
   ];
   if (keyActions.length > 0) {
@@ -175,10 +246,22 @@ function evidence(arns: ScopeArns, access: BucketAccess): StepStatement[] {
           'kms:EncryptionContext:aws:s3:arn': arns.evidenceBucketArn,
         },
       },
-      why: 'SSE-KMS on the evidence bucket: GenerateDataKey to write, Decrypt to read; only the bucket key, only through S3, only for this bucket',
+      why: 'SSE-KMS on the evidence bucket: GenerateDataKey to write (a presigned PUT too: S3 calls KMS as the signer, https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html), Decrypt to read; only the bucket key, only through S3, only for this bucket',
     });
   }
   return out;
+}
+
+/**
+ * The collection budget, for the function that validates the request (metadata: "Validate input"
+ * writes the default into the incident and refuses a requested budget above the maximum) and for
+ * the one that runs the collection (ssm-collect derives every timeout from it).
+ */
+function collectionEnvironment(arns: ScopeArns): Record<string, string> {
+  const { collectionBudgetSeconds: budget, collectionMaxBudgetSeconds: max } = arns;
+  if (budget === undefined || max === undefined) throw new Error('the collection budget is not set');
+  if (budget > max) throw new Error(`the collection budget ${budget} exceeds its maximum ${max}`);
+  return { COLLECTION_BUDGET_SECONDS: String(budget), COLLECTION_MAX_BUDGET_SECONDS: String(max) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -190,6 +273,7 @@ export const STEPS: readonly StepDefinition[] = [
     binary: 'cordon-metadata',
     id: 'Metadata',
     description: 'Cordon: validate the request and record the instance metadata as evidence',
+    environment: collectionEnvironment,
     statements: (arns): StepStatement[] => [
       {
         sid: 'DescribeEc2',
@@ -392,14 +476,20 @@ export const STEPS: readonly StepDefinition[] = [
         sid: 'RevokeRoleSessions',
         actions: ['iam:ListRolePolicies', 'iam:GetRolePolicy', 'iam:PutRolePolicy'],
         resources: [arn.iamRoles],
-        why: 'keep the one cordon-revoke inline deny policy (ec2:SourceInstanceARN list, or aws:TokenIssueTime) on the compromised role, measuring the role\'s other inline policies against its 10,240-character quota first; IAM has no condition key for an inline policy name and the role is known only at run time, so any role of this account (the name is enforced by the step code, and the Deny below keeps Cordon\'s own roles out of reach)',
+        why: 'keep the one cordon-revoke inline deny policy (ec2:SourceInstanceARN lists, or aws:TokenIssueTime) on the compromised role, measuring the role\'s other inline policies against its 10,240-character quota first, and once a collection ends put a cordon-forensic-<instance-id> deny policy on the forensic role (its sessions on that instance); IAM has no condition key for an inline policy name and the compromised role is known only at run time, so any role of this account (the names are enforced by the step code, and the Deny below keeps Cordon\'s own roles out of reach; the forensic role lives outside their path for this reason)',
+      },
+      {
+        sid: 'PruneForensicRevocations',
+        actions: ['iam:DeleteRolePolicy'],
+        resources: [arns.forensicRoleArn],
+        why: 'the forensic role is shared by every incident and its inline policies share one 10,240-character quota: before adding a cordon-forensic-<instance-id> policy, delete those whose cut-off is older than any session can live. Only the forensic role; never a compromised role, whose cordon-revoke policy stays',
       },
       {
         sid: 'NeverEditCordonRoles',
         effect: 'Deny',
         actions: ['iam:PutRolePolicy'],
         resources: [ownRoles],
-        why: `PutRolePolicy on "role/*" would let this function grant itself anything: every role of this stack lives under the ${ROLE_PATH} path and is denied`,
+        why: `PutRolePolicy on "role/*" would let this function grant itself anything: every role of this stack that runs Cordon's code lives under the ${ROLE_PATH} path and is denied. The forensic role lives under ${FORENSIC_ROLE_PATH} instead, so that this function can revoke its sessions after a collection; it is assumed only by EC2, and this function can already put a policy on any role of the account outside Cordon's path`,
       },
     ],
   },
@@ -408,6 +498,11 @@ export const STEPS: readonly StepDefinition[] = [
     binary: 'cordon-ssm-collect',
     id: 'SsmCollect',
     description: 'Cordon: run the volatile-data collection on the instance through SSM Run Command',
+    environment: collectionEnvironment,
+    timeout: {
+      seconds: 900,
+      why: 'one invocation may, at the deadline, call CancelCommand and wait up to 60 s (cordon_common::collection::CANCEL_WAIT_SECONDS) for a terminal status, and then stream every uploaded object back from S3 to hash it, a memory image of up to 5 GiB (the most one presigned PUT can carry) among them; nothing bounds that read but the function timeout, so it gets the Lambda maximum of 900 s (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html). A poll that finds the command still running returns in seconds, so the long timeout costs nothing there',
+    },
     statements: (arns): StepStatement[] => [
       {
         sid: 'ReadSsm',
@@ -419,10 +514,17 @@ export const STEPS: readonly StepDefinition[] = [
       {
         sid: 'RunCollectionScript',
         actions: ['ssm:SendCommand'],
-        resources: [arn.runShellScript, arn.runPowerShellScript, arn.instances, arns.evidenceBucketArn],
-        why: 'run the collection script: only the two AWS-owned shell documents, on EC2 instances (the target is known only at run time), with command output going only to the evidence bucket (SendCommand authorizes the output bucket too)',
+        resources: [arn.runShellScript, arn.runPowerShellScript, arn.instances],
+        why: 'run the collection script: only the two AWS-owned shell documents, on EC2 instances (the target is known only at run time). No output bucket: the command is sent without OutputS3BucketName, the script uploads to presigned URLs',
       },
-      ...evidence(arns, { read: true, list: true }),
+      {
+        sid: 'CancelCollection',
+        actions: ['ssm:CancelCommand'],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `cancel a collection that reached the end of its budget, before the forensic profile and the agent's channel are removed: ${NO_RESOURCE_LEVEL} (CancelCommand names only a command id), so a command of any document in this region; the step cancels only the command it sent, whose id it keeps in the incident`,
+      },
+      ...evidence(arns, { read: true, list: true, presignHostUploads: true }),
     ],
   },
   {
@@ -458,7 +560,14 @@ export const STEPS: readonly StepDefinition[] = [
         ],
         resources: ['*'],
         conditions: inRegion,
-        why: `read the network facts of the containment table (routes and where they lead, network ACLs, NAT gateways, endpoints, transit gateway attachments, Elastic IPs, load balancers): ${NO_RESOURCE_LEVEL}`,
+        why: `read the network facts of the containment table (routes and where they lead, network ACLs, NAT gateways, endpoints, transit gateway attachments, Elastic IPs, load balancers), and the VPC's ssm, ssmmessages, ec2messages and S3 endpoints that the collection path opens to: ${NO_RESOURCE_LEVEL}`,
+      },
+      {
+        sid: 'DescribeS3PrefixList',
+        actions: ['ec2:DescribePrefixLists'],
+        resources: ['*'],
+        conditions: inRegion,
+        why: `find the prefix list of com.amazonaws.<region>.s3, the destination of the collection group's egress rule to the S3 gateway endpoint: ${NO_RESOURCE_LEVEL}`,
       },
       {
         sid: 'CreateTaggedGroup',
@@ -497,7 +606,7 @@ export const STEPS: readonly StepDefinition[] = [
         ],
         resources: [arn.securityGroups],
         conditions: { Null: { [`aws:ResourceTag/${ROLE_TAG}`]: 'false' } },
-        why: `set the Cordon groups' rules: remove the default allow-all egress, and any rule that an existing isolation group has gained since it was made (RevokeSecurityGroupIngress/Egress), open the flush group; only groups carrying ${ROLE_TAG}, so no other group of the account can be opened or emptied`,
+        why: `set the Cordon groups' rules: remove the default allow-all egress, and any rule that an existing isolation group has gained since it was made (RevokeSecurityGroupIngress/Egress), open the flush group, give the collection group its TCP 443 egress to the endpoints' groups and the S3 prefix list (or, opted in, anywhere); only groups carrying ${ROLE_TAG}, so no other group of the account can be opened or emptied`,
       },
       {
         sid: 'MoveInterfaces',
@@ -510,13 +619,13 @@ export const STEPS: readonly StepDefinition[] = [
         actions: ['ec2:ModifyNetworkInterfaceAttribute'],
         resources: [arn.securityGroups],
         conditions: { Null: { [`aws:ResourceTag/${ROLE_TAG}`]: 'false' } },
-        why: `the groups named in the call are authorized too: only groups carrying ${ROLE_TAG}, so an interface can be moved into the isolation group and nowhere else`,
+        why: `the groups named in the call are authorized too: only groups carrying ${ROLE_TAG}, so an interface can be moved into Cordon's groups (flush, isolation, collection) and nowhere else`,
       },
       {
-        sid: 'DenyInstanceAddressesInNetworkAcls',
-        actions: ['ec2:CreateNetworkAclEntry'],
+        sid: 'InstanceRulesInNetworkAcls',
+        actions: ['ec2:CreateNetworkAclEntry', 'ec2:DeleteNetworkAclEntry'],
         resources: [arn.networkAcls],
-        why: 'add deny rules for the instance\'s own addresses to the network ACLs that see its packets (options.network sg+nacl); the ACLs are the customer\'s and known only at run time, so any network ACL of this account and region. The Service Authorization Reference gives CreateNetworkAclEntry only aws:ResourceTag, ec2:NetworkAclID, ec2:ResourceTag and ec2:Vpc as condition keys: nothing names the rule\'s action, number or CIDR, and the VPC is known only at run time, so the step code is what keeps the rules to deny rules for the instance\'s addresses (it never replaces or deletes an entry: no ReplaceNetworkAclEntry or DeleteNetworkAclEntry is granted)',
+        why: 'add deny rules for the instance\'s own addresses to the network ACLs that see its packets (options.network sg+nacl), and during a collection allow rules numbered before them (TCP 443 from the instance, TCP 1024-65535 back to it) that close-collection-path deletes again; the ACLs are the customer\'s and known only at run time, so any network ACL of this account and region. The Service Authorization Reference gives CreateNetworkAclEntry and DeleteNetworkAclEntry only aws:ResourceTag, ec2:NetworkAclID, ec2:ResourceTag and ec2:Vpc as condition keys: nothing names the rule\'s action, number or CIDR, and the VPC is known only at run time, so the step code is what keeps the rules to the instance\'s addresses and deletes only the allow rules it added (recognised by their exact shape: allow, TCP, those ports, one of the instance's addresses, a number in Cordon's range 1-99); no ReplaceNetworkAclEntry is granted',
       },
       {
         sid: 'DeregisterTargets',
@@ -556,6 +665,30 @@ export const STEPS: readonly StepDefinition[] = [
     ],
   },
 ];
+
+// ---------------------------------------------------------------------------------------------
+// The forensic role: what a quarantined instance holds while Cordon collects from it. Not a
+// function's role, but the host's: a root user on the compromised host can use every permission
+// it has, so it has only what the agent needs to take Run Command, and no S3, KMS or
+// ssm:GetParameter* at all (the output goes to URLs that ssm-collect presigns).
+
+export function forensicRoleStatements(): StepStatement[] {
+  const [register, ...channel] = AGENT_CHANNEL_ACTIONS;
+  return [
+    {
+      sid: 'AgentRegistration',
+      actions: [register],
+      resources: [arn.instances],
+      why: 'the SSM agent reports itself (ping, platform, agent version) with UpdateInstanceInformation, without which Systems Manager does not send it commands; the action takes the instance resource type, and the instance is any that Cordon contains, so any EC2 instance of this account and region (an on-premises managed-instance is never given this role)',
+    },
+    {
+      sid: 'AgentRunCommandChannel',
+      actions: channel,
+      resources: ['*'],
+      why: 'the SSM agent takes Run Command and returns its output over the ec2messages (GetMessages, AcknowledgeMessage, SendReply, ...) and ssmmessages (control and data channel) endpoints: the Service Authorization Reference lists no resource type for any action of either service (list_ec2messages.html, list_ssmmessages.html), so "*" is the only valid Resource; the credentials are the instance\'s own, so they act only as that instance',
+    },
+  ];
+}
 
 /** `${MetadataFunctionArn}` and so on: the state machine placeholder of a step's function. */
 export function functionArnPlaceholder(step: StepDefinition): string {

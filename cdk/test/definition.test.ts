@@ -7,13 +7,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 
+import { loadDefinition } from '../lib/definition';
 import { build, REPO_ROOT, only, resourcesOf, synth } from './helpers';
 
 /** The placeholders the issue names; the stack must provide every one. */
 const ISSUE_PLACEHOLDERS = [
   'MetadataFunctionArn', 'ScreenshotFunctionArn', 'SnapshotFunctionArn', 'TermprotectFunctionArn',
   'DetachProfileFunctionArn', 'SsmCollectFunctionArn', 'QuarantineFunctionArn', 'NotifyFunctionArn',
-  'CollectionWaitSeconds', 'CollectionMaxPolls', 'ForensicInstanceProfileArn', 'EvidenceBucket', 'TopicArn',
+  'ForensicInstanceProfileArn', 'EvidenceBucket', 'TopicArn',
 ];
 
 const placeholdersIn = (text: string) => [...new Set([...text.matchAll(/\$\{([A-Za-z0-9_]+)\}/g)].map((m) => m[1]))];
@@ -77,28 +78,32 @@ describe('substitutions', () => {
     assert.deepEqual(provided, [...ISSUE_PLACEHOLDERS].sort());
   });
 
-  test('a definition using all of them, one as a number, synthesizes and substitutes each', () => {
+  test('a definition using all of them synthesizes and substitutes each', () => {
     const body = JSON.stringify({
-      StartAt: 'Wait',
+      StartAt: 'Done',
       States: {
-        Wait: { Type: 'Wait', Seconds: 0, Next: 'Done' },
         Done: {
           Type: 'Pass',
           Parameters: Object.fromEntries(ISSUE_PLACEHOLDERS.map((n) => [n, `\${${n}}`])),
           End: true,
         },
       },
-    }).replace('"Seconds":0', '"Seconds":${CollectionWaitSeconds}');
+    });
     const { template } = synth({}, { definitionPath: definitionFile(body) });
     const sm = stateMachineOf(template);
     assert.deepEqual(placeholdersIn(sm.DefinitionString).sort(), [...ISSUE_PLACEHOLDERS].sort());
   });
 
-  test('collection polling comes from context', () => {
-    const { template } = synth({ collectionWaitSeconds: '10', collectionMaxPolls: 90 });
+  test('a placeholder may stand where a number goes', () => {
+    const path = definitionFile('{"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":${N},"End":true}}}');
+    assert.deepEqual(loadDefinition(path, ['N']).placeholders, ['N']);
+  });
+
+  test('the collection timing is not in the definition: the budget is the functions\' (COLLECTION_BUDGET_SECONDS)', () => {
+    const { template } = synth({ collectionBudgetSeconds: 600 });
     const subs = stateMachineOf(template).DefinitionSubstitutions;
-    assert.equal(subs.CollectionWaitSeconds, '10');
-    assert.equal(subs.CollectionMaxPolls, '90');
+    assert.equal(subs.CollectionWaitSeconds, undefined);
+    assert.equal(subs.CollectionMaxPolls, undefined);
   });
 });
 

@@ -113,7 +113,7 @@ describe('evidence key policy: who may decrypt', () => {
       readers += 1;
       assert.equal(role.Properties.Path, '/cordon/');
     }
-    assert.ok(readers >= 2, 'the forensic role and the evidence-reading steps');
+    assert.ok(readers >= 2, 'the evidence-reading steps');
     assert.ok(R[key]);
   });
 });

@@ -276,6 +276,14 @@ describe('bad context fails the synth with a clear message', () => {
     [{ maxConcurrentResponses: '0' }, /maxConcurrentResponses must be a whole number from 1 to 1000/],
     [{ maxConcurrentResponses: '1001' }, /maxConcurrentResponses must be a whole number from 1 to 1000/],
     [{ reservedConcurrency: 'no' }, /reservedConcurrency must be true or false/],
+    [{ collectionBudgetSeconds: '299' }, /collectionBudgetSeconds must be a whole number from 300 to 3600/],
+    [{ collectionBudgetSeconds: '3601' }, /collectionBudgetSeconds must be a whole number from 300 to 3600/],
+    [{ collectionBudgetSeconds: '600.5' }, /collectionBudgetSeconds must be a whole number from 300 to 3600/],
+    [{ collectionBudgetSeconds: 'twenty minutes' }, /collectionBudgetSeconds must be a whole number from 300 to 3600/],
+    [{ collectionMaxBudgetSeconds: '200' }, /collectionMaxBudgetSeconds must be a whole number from 300 to 3600/],
+    [{ collectionMaxBudgetSeconds: '7200' }, /collectionMaxBudgetSeconds must be a whole number from 300 to 3600/],
+    [{ collectionMaxBudgetSeconds: '900' }, /collectionBudgetSeconds \(1200\) must not exceed collectionMaxBudgetSeconds \(900\)/],
+    [{ collectionBudgetSeconds: '1800', collectionMaxBudgetSeconds: '1500' }, /collectionBudgetSeconds \(1800\) must not exceed collectionMaxBudgetSeconds \(1500\)/],
   ];
   for (const [context, message] of cases) {
     test(JSON.stringify(context), () => {

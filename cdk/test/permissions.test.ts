@@ -3,10 +3,15 @@
 // grants a wildcard action.
 
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
+
+import { AGENT_CHANNEL_ACTIONS } from '../lib/steps';
 
 import {
   type Statement,
+  REPO_ROOT,
   flatten,
   list,
   logicalIdOf,
@@ -46,11 +51,16 @@ const EXPECTED_ACTIONS: Record<string, string[]> = {
   DetachProfileFunctionArn: [
     'ec2:DescribeIamInstanceProfileAssociations', 'ec2:DisassociateIamInstanceProfile',
     'ec2:AssociateIamInstanceProfile', 'iam:GetInstanceProfile', 'iam:ListRolePolicies', 'iam:GetRolePolicy',
-    'iam:PutRolePolicy', 'iam:PassRole', 'ec2:DescribeInstances', 'ec2:ModifyInstanceMetadataOptions', ...LOGS,
+    'iam:PutRolePolicy', 'iam:PassRole', 'ec2:DescribeInstances', 'ec2:ModifyInstanceMetadataOptions',
+    // expired cordon-forensic-<instance> revocations on the shared forensic role (its policy quota)
+    'iam:DeleteRolePolicy', ...LOGS,
   ],
   SsmCollectFunctionArn: [
     'ssm:DescribeInstanceInformation', 'ssm:SendCommand', 'ssm:ListCommands', 'ssm:GetCommandInvocation',
-    's3:ListBucket', 's3:GetObject', 'kms:Decrypt', ...LOGS,
+    // the budget's end: cancel the command before the channel is removed
+    'ssm:CancelCommand',
+    // read back and hash what the host uploaded; presign the host's uploads (signer's permissions)
+    's3:ListBucket', 's3:GetObject', 'kms:Decrypt', 's3:PutObject', 'kms:GenerateDataKey', ...LOGS,
   ],
   QuarantineFunctionArn: [
     'ec2:DescribeInstances', 'ec2:DescribeSecurityGroups', 'ec2:DescribeNetworkInterfaces',
@@ -59,8 +69,11 @@ const EXPECTED_ACTIONS: Record<string, string[]> = {
     'ec2:ModifyNetworkInterfaceAttribute',
     'elasticloadbalancing:DescribeTargetGroups', 'elasticloadbalancing:DescribeTargetHealth',
     'elasticloadbalancing:DeregisterTargets',
-    // connection-tracking support of the instance type; network ACL deny rules
-    'ec2:DescribeInstanceTypes', 'ec2:CreateNetworkAclEntry',
+    // connection-tracking support of the instance type; network ACL deny rules, and the collection
+    // path's allow rules, which it removes again
+    'ec2:DescribeInstanceTypes', 'ec2:CreateNetworkAclEntry', 'ec2:DeleteNetworkAclEntry',
+    // the S3 gateway endpoint's prefix list (collection path)
+    'ec2:DescribePrefixLists',
     // the containment table's network facts
     'ec2:DescribeRouteTables', 'ec2:DescribeNetworkAcls', 'ec2:DescribeNatGateways', 'ec2:DescribeVpcEndpoints',
     'ec2:DescribeTransitGatewayVpcAttachments', 'ec2:DescribeAddresses', 'elasticloadbalancing:DescribeLoadBalancers',
@@ -78,7 +91,7 @@ const NO_RESOURCE_TYPE = new Set([
   'ssm:GetCommandInvocation',
   'ec2:DescribeRouteTables', 'ec2:DescribeNetworkAcls', 'ec2:DescribeNatGateways', 'ec2:DescribeVpcEndpoints',
   'ec2:DescribeTransitGatewayVpcAttachments', 'ec2:DescribeAddresses', 'elasticloadbalancing:DescribeLoadBalancers',
-  'ec2:DescribeInstanceTypes',
+  'ec2:DescribeInstanceTypes', 'ec2:DescribePrefixLists', 'ssm:CancelCommand',
 ]);
 
 const roleOf = (placeholder: string): string => {
@@ -92,6 +105,16 @@ const statementsWith = (statements: Statement[], action: string) =>
 const resourcesOfStatement = (s: Statement) => list(s.Resource).map(flatten);
 
 const INSTANCES = 'arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*';
+
+/** What the SSM agent calls to register and take Run Command (the issue's list, written out here). */
+const FORENSIC_ACTIONS = [
+  'ssm:UpdateInstanceInformation',
+  'ssmmessages:CreateControlChannel', 'ssmmessages:CreateDataChannel', 'ssmmessages:OpenControlChannel', 'ssmmessages:OpenDataChannel',
+  'ec2messages:AcknowledgeMessage', 'ec2messages:DeleteMessage', 'ec2messages:FailMessage', 'ec2messages:GetEndpoint',
+  'ec2messages:GetMessages', 'ec2messages:SendReply',
+];
+const [, forensicProfile] = Object.entries(resourcesOf(template, 'AWS::IAM::InstanceProfile'))[0];
+const forensicRoleId: string = forensicProfile.Properties.Roles[0].Ref;
 const SNAPSHOTS = 'arn:<AWS::Partition>:ec2:<AWS::Region>::snapshot/*';
 const GROUPS = 'arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:security-group/*';
 
@@ -208,7 +231,7 @@ describe('step function roles', () => {
     assert.deepEqual(resourcesOfStatement(listPolicies), ['arn:<AWS::Partition>:iam::<AWS::AccountId>:role/*']);
   });
 
-  test('detach-profile: passes and attaches only the forensic role/profile, never edits Cordon roles', () => {
+  test('detach-profile: passes and attaches only the forensic role/profile, never edits Cordon roles but may revoke the forensic role', () => {
     const { statements } = roleGrants(template, roleOf('DetachProfileFunctionArn'));
     const [pass] = statementsWith(statements, 'iam:PassRole');
     assert.match(resourcesOfStatement(pass).join(), /^<ForensicRole\w+\.Arn>$/);
@@ -222,17 +245,36 @@ describe('step function roles', () => {
     assert.equal(deny.length, 1);
     assert.deepEqual(list(deny[0].Action), ['iam:PutRolePolicy']);
     assert.deepEqual(resourcesOfStatement(deny[0]), ['arn:<AWS::Partition>:iam::<AWS::AccountId>:role/cordon/*']);
+    // The forensic role's sessions are revoked by the same cordon-revoke policy after a
+    // collection: its ARN (role/cordon-forensic/<name>) is under the Allow on role/* and not
+    // under the Deny on role/cordon/*.
+    const forensicPath = json.Resources[forensicRoleId].Properties.Path;
+    assert.equal(forensicPath, '/cordon-forensic/');
+    const forensicArn = `arn:aws:iam::123456789012:role${forensicPath}Cordon-ForensicRole`;
+    const matches = (pattern: string, value: string) =>
+      new RegExp(`^${pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`).test(value);
+    const concrete = (r: string) => r.replace('<AWS::Partition>', 'aws').replace('<AWS::AccountId>', '123456789012');
+    assert.ok(matches(concrete(resourcesOfStatement(put)[0]), forensicArn));
+    assert.ok(!matches(concrete(resourcesOfStatement(deny[0])[0]), forensicArn));
+    for (const action of ['iam:ListRolePolicies', 'iam:GetRolePolicy']) {
+      assert.ok(statementsWith(statements, action).some((st) => resourcesOfStatement(st).some((r) => matches(concrete(r), forensicArn))), action);
+    }
+    // Deleting an inline policy: only on the forensic role (a compromised role's revocation stays).
+    const deletes = statementsWith(statements, 'iam:DeleteRolePolicy');
+    assert.equal(deletes.length, 1);
+    assert.deepEqual(list(deletes[0].Action), ['iam:DeleteRolePolicy']);
+    assert.deepEqual(resourcesOfStatement(deletes[0]), [`<${forensicRoleId}.Arn>`]);
   });
 
-  test('every role of the stack lives under /cordon/ (so the Deny above covers them)', () => {
+  test('every role of the stack lives under /cordon/ (so the Deny above covers them), except the forensic role', () => {
     for (const [id, role] of Object.entries(resourcesOf(template, 'AWS::IAM::Role'))) {
       // The account-wide API Gateway CloudWatch role is the construct's; the functions cannot assume it.
       if (id.startsWith('ApiCloudWatchRole')) continue;
-      assert.equal(role.Properties.Path, '/cordon/', id);
+      assert.equal(role.Properties.Path, id === forensicRoleId ? '/cordon-forensic/' : '/cordon/', id);
     }
   });
 
-  test('ssm-collect: SendCommand only with the two AWS shell documents, on instances, output to the evidence bucket', () => {
+  test('ssm-collect: SendCommand only with the two AWS shell documents, on instances, no output bucket', () => {
     const { statements } = roleGrants(template, roleOf('SsmCollectFunctionArn'));
     const [send] = statementsWith(statements, 'ssm:SendCommand');
     const resources = resourcesOfStatement(send);
@@ -241,8 +283,27 @@ describe('step function roles', () => {
       'arn:<AWS::Partition>:ssm:<AWS::Region>::document/AWS-RunShellScript',
     ]);
     assert.ok(resources.includes(INSTANCES));
-    assert.equal(resources.length, 4);
-    assert.equal(statementsWith(statements, 's3:PutObject').length, 0);
+    // The command is sent without OutputS3BucketName: the bucket is not a SendCommand resource.
+    assert.equal(resources.length, 3);
+    assert.equal(send.Condition, undefined);
+  });
+
+  test('ssm-collect: cancels commands in its region; presigns PUTs only for collection output keys, with the bucket key via S3', () => {
+    const { statements } = roleGrants(template, roleOf('SsmCollectFunctionArn'));
+    const [cancel] = statementsWith(statements, 'ssm:CancelCommand');
+    assert.deepEqual(list(cancel.Action), ['ssm:CancelCommand']);
+    assert.deepEqual(list(cancel.Resource), ['*']);
+    const puts = statementsWith(statements, 's3:PutObject');
+    assert.equal(puts.length, 1);
+    assert.deepEqual(list(puts[0].Action), ['s3:PutObject']);
+    // Collection output only: never manifest.json, pre-incident-state.json or notifications/*.
+    assert.deepEqual(resourcesOfStatement(puts[0]).map((r) => r.replace(/^<EvidenceBucket\w+\.Arn>/, '<bucket>')), ['<bucket>/*/i-*/ssm/*']);
+    const key = statementsWith(statements, 'kms:GenerateDataKey');
+    assert.equal(key.length, 1);
+    assert.match(resourcesOfStatement(key[0]).join(), /^<EvidenceKey\w+\.Arn>$/);
+    assert.deepEqual(list(key[0].Action).sort(), ['kms:Decrypt', 'kms:GenerateDataKey']);
+    assert.equal(flatten(key[0].Condition?.StringEquals['kms:ViaService']), 's3.<AWS::Region>.amazonaws.com');
+    assert.match(flatten(key[0].Condition?.StringEquals['kms:EncryptionContext:aws:s3:arn']), /^<EvidenceBucket\w+\.Arn>$/);
   });
 
   test('quarantine: creates only tagged groups and edits/uses only cordon:role groups', () => {
@@ -269,16 +330,32 @@ describe('step function roles', () => {
     assert.deepEqual(moveToGroups[0].Condition, { Null: { 'aws:ResourceTag/cordon:role': 'false' } });
   });
 
-  test('quarantine: adds network ACL entries only, on network ACLs only, and never replaces or deletes one', () => {
+  test('quarantine: adds and removes network ACL entries, on network ACLs only, and never replaces one', () => {
     const { statements } = roleGrants(template, roleOf('QuarantineFunctionArn'));
-    const create = statementsWith(statements, 'ec2:CreateNetworkAclEntry');
-    assert.equal(create.length, 1);
-    assert.deepEqual(resourcesOfStatement(create[0]), [
+    const entries = statementsWith(statements, 'ec2:CreateNetworkAclEntry');
+    assert.equal(entries.length, 1);
+    assert.deepEqual(resourcesOfStatement(entries[0]), [
       'arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-acl/*',
     ]);
-    assert.deepEqual(list(create[0].Action), ['ec2:CreateNetworkAclEntry']);
-    for (const action of ['ec2:ReplaceNetworkAclEntry', 'ec2:DeleteNetworkAclEntry', 'ec2:ReplaceNetworkAclAssociation']) {
+    // Delete: the collection path's allow rules, removed when the collection ends.
+    assert.deepEqual(list(entries[0].Action).sort(), ['ec2:CreateNetworkAclEntry', 'ec2:DeleteNetworkAclEntry']);
+    assert.deepEqual(statementsWith(statements, 'ec2:DeleteNetworkAclEntry'), entries);
+    for (const action of ['ec2:ReplaceNetworkAclEntry', 'ec2:ReplaceNetworkAclAssociation', 'ec2:DeleteNetworkAcl']) {
       assert.equal(statementsWith(statements, action).length, 0, action);
+    }
+  });
+
+  test('quarantine: finds the endpoints and the S3 prefix list of the collection path, read-only and in its region', () => {
+    const { statements } = roleGrants(template, roleOf('QuarantineFunctionArn'));
+    for (const action of ['ec2:DescribeVpcEndpoints', 'ec2:DescribePrefixLists']) {
+      const [s] = statementsWith(statements, action);
+      assert.deepEqual(list(s.Resource), ['*'], action);
+      assert.ok(s.Condition?.StringEquals?.['aws:RequestedRegion'], action);
+    }
+    // The ec2 actions that change something: none of them on "*".
+    for (const s of allowed(statements)) {
+      if (!list(s.Resource).includes('*')) continue;
+      for (const action of list(s.Action)) assert.match(action, /:Describe/, action);
     }
   });
 
@@ -308,16 +385,61 @@ describe('other roles', () => {
     for (const action of rest) assert.match(action, /^(logs|xray):(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups|PutTraceSegments|PutTelemetryRecords|GetSamplingRules|GetSamplingTargets)$/);
   });
 
-  test('the forensic role: SSM core managed policy plus create-only access to the evidence bucket', () => {
-    const [profile] = Object.values(resourcesOf(template, 'AWS::IAM::InstanceProfile'));
-    const roleId = profile.Properties.Roles[0].Ref;
-    const { statements, managed } = roleGrants(template, roleId);
-    assert.deepEqual(managed.map(flatten), ['arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore']);
-    assert.deepEqual(actionsOf(statements), ['kms:Decrypt', 'kms:GenerateDataKey', 's3:PutObject']);
-    const [put] = statementsWith(statements, 's3:PutObject');
-    // Collection output only: never manifest.json, pre-incident-state.json or notifications/*.
-    assert.match(resourcesOfStatement(put).join(), /^<EvidenceBucket\w+\.Arn>\/\*\/i-\*\/ssm\/\*$/);
-    assert.deepEqual(json.Resources[roleId].Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: 'ec2.amazonaws.com' });
+  test('the forensic role: exactly the SSM agent\'s Run Command actions, inline, no managed policy', () => {
+    const { statements, managed } = roleGrants(template, forensicRoleId);
+    assert.deepEqual(managed, [], 'no managed policy (AmazonSSMManagedInstanceCore grants ssm:GetParameter* on "*")');
+    assert.deepEqual(actionsOf(statements), [...FORENSIC_ACTIONS].sort());
+    assert.deepEqual([...AGENT_CHANNEL_ACTIONS].sort(), [...FORENSIC_ACTIONS].sort(), 'lib/steps.ts AGENT_CHANNEL_ACTIONS');
+    assert.equal(statements.filter((s) => s.Effect !== 'Allow').length, 0);
+    const [register] = statementsWith(statements, 'ssm:UpdateInstanceInformation');
+    assert.deepEqual(list(register.Action), ['ssm:UpdateInstanceInformation']);
+    assert.deepEqual(resourcesOfStatement(register), [INSTANCES]);
+    // ssmmessages and ec2messages have no resource type: "*" is the only valid resource.
+    for (const s of allowed(statements)) {
+      if (!list(s.Resource).includes('*')) continue;
+      for (const action of list(s.Action)) assert.match(action, /^(ssmmessages|ec2messages):/, action);
+    }
+    assert.deepEqual(json.Resources[forensicRoleId].Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: 'ec2.amazonaws.com' });
+  });
+
+  test('the forensic role can read nothing: no S3, no KMS, no SSM parameters, no wildcard action', () => {
+    const { statements } = roleGrants(template, forensicRoleId);
+    for (const action of statements.flatMap((s) => list(s.Action))) {
+      assert.doesNotMatch(action, /^(s3|kms):/, action);
+      assert.doesNotMatch(action, /^ssm:GetParameter/i, action);
+      assert.ok(!action.includes('*'), action);
+    }
+    // No other policy of the template is attached to it.
+    for (const policy of Object.values(resourcesOf(template, 'AWS::IAM::Policy'))) {
+      assert.ok(!list(policy.Properties.Roles).some((r: any) => r.Ref === forensicRoleId));
+    }
+  });
+
+  test('the forensic role\'s actions are exactly what the revocation leaves open to an instance under collection', () => {
+    // steps/detach-profile: the cordon-revoke statement CordonRevokeExceptCollectionChannel denies
+    // NotAction these actions; if the two lists differ, the agent either cannot take the command
+    // with the compromised role's credentials, or can do more with them than the forensic role.
+    const rustFiles: string[] = [];
+    const walk = (dir: string): void => {
+      for (const name of readdirSync(dir)) {
+        const path = join(dir, name);
+        if (statSync(path).isDirectory()) walk(path);
+        else if (name.endsWith('.rs')) rustFiles.push(path);
+      }
+    };
+    walk(join(REPO_ROOT, 'steps'));
+    const channel = /"((?:ssm|ssmmessages|ec2messages):[A-Z][A-Za-z]+)"/g;
+    const defining = rustFiles.filter((f) => /ssmmessages:CreateControlChannel/.test(readFileSync(f, 'utf8')) && !/[/\\]tests?(\.rs|[/\\])/.test(f));
+    assert.ok(defining.length > 0, 'no Rust source under steps/ lists the agent\'s channel actions');
+    for (const file of defining) {
+      const listed = new Set(
+      [...readFileSync(file, 'utf8').matchAll(channel)]
+        .map((m) => m[1])
+        // condition keys (ssm:SourceInstanceARN) and the calls ssm-collect itself makes are not channel actions
+        .filter((a) => !/ARN$/.test(a) && !/^ssm:(SendCommand|CancelCommand|GetCommandInvocation|ListCommands|DescribeInstanceInformation)$/.test(a)),
+    );
+      assert.deepEqual([...listed].sort(), [...FORENSIC_ACTIONS].sort(), file);
+    }
   });
 
   test('the API role starts this state machine and describes only its executions', () => {

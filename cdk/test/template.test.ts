@@ -111,13 +111,15 @@ describe('step functions', () => {
   });
 
   for (const placeholder of STEP_PLACEHOLDERS) {
-    test(`${placeholder.replace('FunctionArn', '')}: provided.al2023, arm64, bootstrap, 256 MB, 60 s, JSON logs to its own group`, () => {
+    // ssm-collect: cancel at the deadline, wait for the end, hash a memory image (lib/steps.ts).
+    const timeout = placeholder === 'SsmCollectFunctionArn' ? 900 : 60;
+    test(`${placeholder.replace('FunctionArn', '')}: provided.al2023, arm64, bootstrap, 256 MB, ${timeout} s, JSON logs to its own group`, () => {
       const fn = functionOf(placeholder).Properties;
       assert.equal(fn.Runtime, 'provided.al2023');
       assert.deepEqual(fn.Architectures, ['arm64']);
       assert.equal(fn.Handler, 'bootstrap');
       assert.equal(fn.MemorySize, 256);
-      assert.equal(fn.Timeout, 60);
+      assert.equal(fn.Timeout, timeout);
       assert.equal(fn.LoggingConfig.LogFormat, 'JSON');
       const logGroup = R[fn.LoggingConfig.LogGroup.Ref];
       assert.equal(logGroup.Type, 'AWS::Logs::LogGroup');
@@ -132,7 +134,7 @@ describe('step functions', () => {
     assert.equal(new Set(groups).size, 8);
   });
 
-  test('environment: EVIDENCE_BUCKET everywhere, TOPIC_ARN for notify, FORENSIC_INSTANCE_PROFILE_ARN for detach-profile, the snapshot lock for snapshot', () => {
+  test('environment: EVIDENCE_BUCKET everywhere, TOPIC_ARN for notify, FORENSIC_INSTANCE_PROFILE_ARN for detach-profile, the snapshot lock for snapshot, the collection budget for metadata and ssm-collect', () => {
     for (const placeholder of STEP_PLACEHOLDERS) {
       const vars = functionOf(placeholder).Properties.Environment.Variables;
       const expected: Record<string, unknown> = { EVIDENCE_BUCKET: { Ref: evidenceBucketId } };
@@ -141,16 +143,22 @@ describe('step functions', () => {
         expected.FORENSIC_INSTANCE_PROFILE_ARN = { 'Fn::GetAtt': [only(resourcesOf(template, 'AWS::IAM::InstanceProfile'))[0], 'Arn'] };
       }
       if (placeholder === 'SnapshotFunctionArn') Object.assign(expected, { SNAPSHOT_LOCK_MODE: 'governance', SNAPSHOT_LOCK_DAYS: '365' });
+      if (placeholder === 'MetadataFunctionArn' || placeholder === 'SsmCollectFunctionArn') {
+        Object.assign(expected, { COLLECTION_BUDGET_SECONDS: '1200', COLLECTION_MAX_BUDGET_SECONDS: '3600' });
+      }
       assert.deepEqual(vars, expected, placeholder);
     }
   });
 });
 
 describe('forensic instance profile', () => {
-  test('an instance profile for the forensic role, both under /cordon/', () => {
+  test('an instance profile under /cordon/ for the forensic role, which lives under /cordon-forensic/', () => {
     const [, profile] = only(resourcesOf(template, 'AWS::IAM::InstanceProfile'));
     assert.equal(profile.Properties.Path, '/cordon/');
-    assert.equal(R[profile.Properties.Roles[0].Ref].Type, 'AWS::IAM::Role');
+    const role = R[profile.Properties.Roles[0].Ref];
+    assert.equal(role.Type, 'AWS::IAM::Role');
+    // Outside /cordon/: detach-profile may revoke its sessions, and the evidence key refuses it Decrypt.
+    assert.equal(role.Properties.Path, '/cordon-forensic/');
   });
 });
 
@@ -169,8 +177,9 @@ describe('state machine', () => {
     assert.equal(typeof stateMachine.Properties.DefinitionString, 'string');
     assert.equal(stateMachine.Properties.DefinitionS3Location, undefined);
     for (const p of STEP_PLACEHOLDERS) assert.equal(R[logicalIdOf(substitutions[p])].Type, 'AWS::Lambda::Function');
-    assert.equal(substitutions.CollectionWaitSeconds, '30');
-    assert.equal(substitutions.CollectionMaxPolls, '40');
+    // The collection timing is the functions' (COLLECTION_BUDGET_SECONDS), not the definition's.
+    assert.equal(substitutions.CollectionWaitSeconds, undefined);
+    assert.equal(substitutions.CollectionMaxPolls, undefined);
     assert.deepEqual(substitutions.EvidenceBucket, { Ref: evidenceBucketId });
     assert.equal(R[logicalIdOf(substitutions.TopicArn)].Type, 'AWS::SNS::Topic');
     assert.equal(R[logicalIdOf(substitutions.ForensicInstanceProfileArn)].Type, 'AWS::IAM::InstanceProfile');
@@ -223,6 +232,8 @@ describe('SecurityResponse API', () => {
         revoke_sessions: { type: 'string', enum: ['instance', 'role', 'none'] },
         network: { type: 'string', enum: ['sg', 'sg+nacl'] },
         stop_after_evidence: { type: 'boolean' },
+        collection_network: { type: 'string', enum: ['endpoints', 'internet-443', 'before-containment'] },
+        collection_budget_seconds: { type: 'integer', minimum: 300, maximum: 3600 },
       },
     });
     assert.deepEqual(Object.keys(schema.properties).sort(), ['incident_id', 'instance_id', 'options', 'reason', 'requested_by']);

@@ -38,7 +38,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from . import ec2_throttling, iam_shims, model_fixes, network_shims, snapshot_locks, strict
+    from . import ec2_throttling, iam_shims, model_fixes, network_shims, snapshot_locks, strict, wait_scale
     from .apigateway import LocalApiGateway
     from .envfile import format_env
     from .deploy import DEFAULT_ASL, STEPS, deploy
@@ -76,6 +76,7 @@ def serve(args: argparse.Namespace) -> int:
     # Every request of the run, for the action-coverage check (journal.py, coverage.py).
     server.middleware.journal = Journal(state_dir / JOURNAL_FILE)
     model_fixes.apply()
+    wait_scale.apply()  # Wait states 15x faster; budgets and SSM timeouts stay real (wait_scale.py)
     runtime = LambdaRuntime(bin_dir, state_dir, server.endpoint)
     runtime.install()
     nodes = ManagedNodes()

@@ -54,8 +54,6 @@ FUNCTION_PLACEHOLDERS = {
     "quarantine": "QuarantineFunctionArn",
     "notify": "NotifyFunctionArn",
 }
-# The collection script runs for real (linux.sh, ~5 s idle, 20+ s on a loaded 2-core machine).
-LOCAL_SETTINGS = {"CollectionWaitSeconds": "1", "CollectionMaxPolls": "45"}
 DEFAULT_ASL = Path(__file__).resolve().parents[2] / "statemachine.asl.json"
 
 
@@ -164,7 +162,6 @@ def deploy(
     REGISTRY.register(STATES_INTERPRETER_KEY, Principal("state-machine", STATE_MACHINE, sm_role_id))
 
     substitutions = {FUNCTION_PLACEHOLDERS[s]: arn for s, arn in function_arns.items()}
-    substitutions.update(LOCAL_SETTINGS)
     substitutions.update(
         {"ForensicInstanceProfileArn": profile["Arn"], "EvidenceBucket": BUCKET, "TopicArn": topic_arn}
     )

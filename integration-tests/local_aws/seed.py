@@ -52,6 +52,11 @@ class SeedContext:
     public_subnet_id: str = ""
     private_subnet_id: str = ""
     nat_gateway_id: str = ""
+    # Interface endpoints for ssm, ssmmessages and ec2messages (in the second subnet, behind
+    # their own security group) and the S3 gateway endpoint: the SSM agent's path during
+    # collection inside containment (``add_ssm_endpoints``). Service short name -> endpoint ID.
+    ssm_endpoints: dict = field(default_factory=dict)
+    endpoint_security_group_id: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,7 +143,47 @@ def add_nat_layout(
     return {"public_subnet_id": public, "private_subnet_id": private, "nat_gateway_id": nat}
 
 
-def seed_vpc(ctx: SeedContext, name: str, ipv6: bool = True, private_acl: bool = True) -> SeedContext:
+SSM_ENDPOINT_SERVICES = ("ssm", "ssmmessages", "ec2messages")
+
+
+def add_ssm_endpoints(ec2, vpc_id: str, cidr: str, subnet_id: str, region: str = "us-east-1") -> dict:
+    """The VPC endpoints a private instance's SSM agent needs without internet access: interface
+    endpoints for ``ssm``, ``ssmmessages`` and ``ec2messages`` with private DNS, whose security
+    group allows HTTPS from the VPC, and an S3 gateway endpoint on every route table of the VPC
+    (https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-create-vpc.html)."""
+    sg = ec2.create_security_group(
+        GroupName="ssm-endpoints", Description="HTTPS from the VPC to the SSM endpoints", VpcId=vpc_id
+    )["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=sg,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": cidr}]}],
+    )
+    endpoints = {}
+    for service in SSM_ENDPOINT_SERVICES:
+        endpoints[service] = ec2.create_vpc_endpoint(
+            VpcId=vpc_id,
+            ServiceName=f"com.amazonaws.{region}.{service}",
+            VpcEndpointType="Interface",
+            SubnetIds=[subnet_id],
+            SecurityGroupIds=[sg],
+            PrivateDnsEnabled=True,
+        )["VpcEndpoint"]["VpcEndpointId"]
+    tables = [
+        t["RouteTableId"]
+        for t in ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["RouteTables"]
+    ]
+    endpoints["s3"] = ec2.create_vpc_endpoint(
+        VpcId=vpc_id,
+        ServiceName=f"com.amazonaws.{region}.s3",
+        VpcEndpointType="Gateway",
+        RouteTableIds=tables,
+    )["VpcEndpoint"]["VpcEndpointId"]
+    return {"ssm_endpoints": endpoints, "endpoint_security_group_id": sg}
+
+
+def seed_vpc(
+    ctx: SeedContext, name: str, ipv6: bool = True, private_acl: bool = True, ssm_endpoints: bool = True
+) -> SeedContext:
     """Another VPC shaped like the seeded one (two subnets in two zones, the NAT layout, a ``web``
     group, a target group), for scenarios whose network ACLs must not be shared with the others;
     returns ``ctx`` with this VPC's pieces (IAM, AMI, key and Auto Scaling group stay shared)."""
@@ -162,6 +207,11 @@ def seed_vpc(ctx: SeedContext, name: str, ipv6: bool = True, private_acl: bool =
     tg_arn = elbv2.create_target_group(
         Name=f"{name}-tg"[:32], Protocol="HTTP", Port=80, VpcId=vpc_id, TargetType="instance"
     )["TargetGroups"][0]["TargetGroupArn"]
+    endpoints = (
+        add_ssm_endpoints(ec2, vpc_id, "10.1.0.0/16", subnet_ids[1])
+        if ssm_endpoints
+        else {"ssm_endpoints": {}, "endpoint_security_group_id": ""}
+    )
     return replace(
         ctx,
         vpc_id=vpc_id,
@@ -170,6 +220,7 @@ def seed_vpc(ctx: SeedContext, name: str, ipv6: bool = True, private_acl: bool =
         target_group_arn=tg_arn,
         load_balancer_arn="",
         **nat,
+        **endpoints,
     )
 
 
@@ -286,6 +337,7 @@ def seed_environment(endpoint: str) -> tuple[SeedContext, SeededInstance, Seeded
         key_name="web-key",
         load_balancer_arn=alb_arn,
         **nat,
+        **add_ssm_endpoints(ec2, vpc_id, "10.0.0.0/16", subnet_ids[1]),
     )
     web01 = seed_instance(
         ctx,

@@ -46,6 +46,14 @@ pub struct Options {
     /// Stop the instance once the evidence and the collection are done (hibernate when the
     /// instance was launched with hibernation configured). Never terminate.
     pub stop_after_evidence: bool,
+    /// How the SSM agent reaches Systems Manager and S3 while the instance is isolated
+    /// ([`CollectionNetwork`]).
+    pub collection_network: CollectionNetwork,
+    /// The collection budget in seconds, from which every collection timeout is derived
+    /// ([`crate::collection::Budget`]). Absent in a request: the deployment's default, which
+    /// "Validate input" writes here, so every later step reads the same value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collection_budget_seconds: Option<u32>,
 }
 
 impl Default for Options {
@@ -56,8 +64,26 @@ impl Default for Options {
             revoke_sessions: RevokeSessions::Instance,
             network: NetworkIsolation::SgNacl,
             stop_after_evidence: false,
+            collection_network: CollectionNetwork::Endpoints,
+            collection_budget_seconds: None,
         }
     }
+}
+
+/// The network path the SSM agent gets while the collection runs inside containment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CollectionNetwork {
+    /// TCP 443 to the VPC's interface endpoints for ssm, ssmmessages and ec2messages and to S3
+    /// (gateway endpoint prefix list or interface endpoint), nothing else. Without those
+    /// endpoints there is no collection (a gap) and containment stays complete.
+    Endpoints,
+    /// TCP 443 to anywhere while the collection runs: an explicit, recorded opt-in.
+    #[serde(rename = "internet-443")]
+    Internet443,
+    /// The article's order, collection before containment. Not available in this version:
+    /// refused by validation with a named error rather than silently run in another order.
+    BeforeContainment,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +171,22 @@ impl Incident {
             )));
         }
         check_text("reason", self.reason.as_deref(), MAX_REASON_CHARS)?;
+        if self.options.collection_network == CollectionNetwork::BeforeContainment {
+            return Err(StepError::invalid(
+                "options.collection_network \"before-containment\" (collect first, contain after) is not available in this version; use \"endpoints\" (the default) or \"internet-443\"",
+            ));
+        }
+        if let Some(b) = self.options.collection_budget_seconds {
+            if !(crate::collection::MIN_BUDGET_SECONDS..=crate::collection::MAX_BUDGET_SECONDS)
+                .contains(&b)
+            {
+                return Err(StepError::invalid(format!(
+                    "options.collection_budget_seconds {b} is outside {}..={}",
+                    crate::collection::MIN_BUDGET_SECONDS,
+                    crate::collection::MAX_BUDGET_SECONDS
+                )));
+            }
+        }
         check_text(
             "requested_by",
             self.requested_by.as_deref(),

@@ -6,6 +6,7 @@
 //! ([`network`]). It changes nothing in AWS by itself.
 
 pub mod aws;
+pub mod collection;
 pub mod error;
 pub mod evidence;
 pub mod incident;

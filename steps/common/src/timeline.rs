@@ -143,6 +143,11 @@ pub mod actions {
     pub const REVOKE: &str = "revoke issued credentials";
     pub const DISABLE_METADATA: &str = "disable instance metadata endpoint";
     pub const ATTACH_FORENSIC: &str = "attach forensic instance profile";
+    pub const CLOSE_CHANNEL: &str = "close SSM agent channel";
+    pub const COLLECTION_MOVE: &str = "move network interface to collection group";
+    pub const COLLECTION_ACL_ALLOW: &str = "allow collection path in network ACL";
+    pub const COLLECTION_ACL_REMOVE: &str = "remove collection path from network ACL";
+    pub const REVOKE_FORENSIC: &str = "revoke forensic sessions";
     pub const STOP: &str = "stop instance";
     pub const HIBERNATE: &str = "hibernate instance";
 }

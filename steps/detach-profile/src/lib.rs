@@ -27,6 +27,8 @@
 
 use std::time::Duration;
 
+use aws_smithy_types::DateTime;
+
 use aws_sdk_ec2::types::{
     IamInstanceProfileAssociation, IamInstanceProfileSpecification, Instance,
     InstanceMetadataEndpointState,
@@ -39,6 +41,7 @@ use cordon_common::{lambda, Action, Gap, Incident, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub mod forensic;
 pub mod revoke;
 
 pub const STEP: &str = "detach-profile";
@@ -69,18 +72,30 @@ pub enum Event {
         /// after the profile is gone still revokes the right role's sessions.
         #[serde(default)]
         profile_arn: Option<String>,
+        /// The SSM agent was online at "Record metadata": with `options.collect`, its channel
+        /// stays open in the revocation until the collection ends.
+        #[serde(default)]
+        agent_online: bool,
     },
     AttachForensic {
         incident: Value,
     },
+    /// Ends the collection: removes the forensic profile, revokes the forensic role's sessions on
+    /// this instance and closes the agent's channel on the pre-incident role.
     RemoveForensic {
         incident: Value,
+        #[serde(default)]
+        profile_arn: Option<String>,
     },
     RemoveReassociated {
         incident: Value,
     },
+    /// Turns the metadata endpoint off and closes the agent's channel on the pre-incident role
+    /// (again: this runs on every path to "contained").
     DisableMetadata {
         incident: Value,
+        #[serde(default)]
+        profile_arn: Option<String>,
     },
 }
 
@@ -113,24 +128,60 @@ pub async fn handle(clients: &Clients, config: &Config, event: Value) -> Result<
         Event::Remove {
             incident,
             profile_arn,
+            agent_online,
         } => {
             let incident = Incident::from_value(incident)?;
             if let Some(arn) = &profile_arn {
                 profile_name(arn)?;
             }
-            remove(clients, config, &incident, profile_arn).await
+            let channel = if incident.options.collect && agent_online {
+                revoke::Channel::Open
+            } else {
+                revoke::Channel::Closed
+            };
+            remove(clients, config, &incident, profile_arn, channel).await
         }
         Event::AttachForensic { incident } => {
             attach_forensic(clients, config, &Incident::from_value(incident)?).await
         }
-        Event::RemoveForensic { incident } => {
-            remove_forensic(clients, config, &Incident::from_value(incident)?).await
+        Event::RemoveForensic {
+            incident,
+            profile_arn,
+        } => {
+            let incident = Incident::from_value(incident)?;
+            if let Some(arn) = &profile_arn {
+                profile_name(arn)?;
+            }
+            let mut out = remove_forensic(clients, config, &incident).await?;
+            revoke_forensic(clients, config, &incident, &mut out).await?;
+            close_channel(clients, config, &incident, profile_arn.as_deref(), &mut out).await?;
+            Ok(out)
         }
         Event::RemoveReassociated { incident } => {
             remove_reassociated(clients, config, &Incident::from_value(incident)?).await
         }
-        Event::DisableMetadata { incident } => {
-            disable_metadata(clients, config, &Incident::from_value(incident)?).await
+        Event::DisableMetadata {
+            incident,
+            profile_arn,
+        } => {
+            let incident = Incident::from_value(incident)?;
+            if let Some(arn) = &profile_arn {
+                profile_name(arn)?;
+            }
+            // The channel first: a ProfileReassociated below must not leave it open.
+            let mut closed = Output::default();
+            close_channel(
+                clients,
+                config,
+                &incident,
+                profile_arn.as_deref(),
+                &mut closed,
+            )
+            .await?;
+            let mut out = disable_metadata(clients, config, &incident).await?;
+            closed.actions.append(&mut out.actions);
+            out.actions = closed.actions;
+            Ok(out)
         }
     }
 }
@@ -197,6 +248,7 @@ pub async fn remove(
     config: &Config,
     incident: &Incident,
     pre_incident_profile: Option<String>,
+    channel: revoke::Channel,
 ) -> Result<Output, StepError> {
     const REMOVE: &str = actions::REMOVE_PROFILE;
     let id = incident.instance_id.as_str();
@@ -224,6 +276,7 @@ pub async fn remove(
             config,
             incident,
             &profile_arn,
+            channel,
             &mut timeline,
             &mut out.gaps,
         )
@@ -240,6 +293,7 @@ async fn revoke_profile(
     config: &Config,
     incident: &Incident,
     profile_arn: &str,
+    channel: revoke::Channel,
     timeline: &mut Timeline,
     gaps: &mut Vec<Gap>,
 ) -> Result<Option<Revocation>, StepError> {
@@ -286,6 +340,7 @@ async fn revoke_profile(
         incident_id: &incident.incident_id,
         scope: incident.options.revoke_sessions,
         cut_off: &cut_off,
+        channel,
         quota: config.role_policy_quota,
         confirm_after: config.revocation_confirm_after,
     };
@@ -343,6 +398,7 @@ async fn remove_foreign(
             config,
             incident,
             &arn,
+            revoke::Channel::Closed,
             &mut timeline,
             &mut out.gaps,
         )
@@ -580,6 +636,123 @@ pub async fn remove_forensic(
         actions: timeline.into_actions(),
         ..Output::default()
     })
+}
+
+/// The role of an instance profile (GetInstanceProfile); `None` for a profile without one.
+async fn role_of(clients: &Clients, profile_arn: &str) -> Result<Option<String>, StepError> {
+    Ok(clients
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(profile_name(profile_arn)?)
+        .send()
+        .await
+        .map_err(|e| StepError::aws("GetInstanceProfile", e))?
+        .instance_profile
+        .and_then(|p| p.roles.into_iter().next())
+        .map(|r| r.role_name))
+}
+
+fn instance_arn(config: &Config, any_arn: &str, instance_id: &str) -> Result<String, StepError> {
+    let (partition, account) = arn_partition_account(any_arn)?;
+    Ok(format!(
+        "arn:{partition}:ec2:{}:{account}:instance/{instance_id}",
+        config.region
+    ))
+}
+
+/// Ends the agent's channel exemption on the pre-incident role's revocation, when there is one
+/// (see [`revoke::close_channel`]); records the change.
+async fn close_channel(
+    clients: &Clients,
+    config: &Config,
+    incident: &Incident,
+    profile_arn: Option<&str>,
+    out: &mut Output,
+) -> Result<(), StepError> {
+    let Some(profile_arn) = profile_arn else {
+        return Ok(()); // no profile before the incident: no revocation, no exemption
+    };
+    if incident.options.revoke_sessions == RevokeSessions::None {
+        return Ok(());
+    }
+    let Some(role_name) = role_of(clients, profile_arn).await? else {
+        return Ok(());
+    };
+    let id = incident.instance_id.as_str();
+    let arn = instance_arn(config, profile_arn, id)?;
+    let cut_off = revoke::cut_off_now();
+    let request = revoke::Request {
+        role_name: &role_name,
+        instance_id: id,
+        instance_arn: &arn,
+        incident_id: &incident.incident_id,
+        scope: RevokeSessions::Instance,
+        cut_off: &cut_off,
+        channel: revoke::Channel::Closed,
+        quota: config.role_policy_quota,
+        confirm_after: config.revocation_confirm_after,
+    };
+    let mut timeline = Timeline::new(STEP);
+    let target = format!("role/{role_name}");
+    if let Some(outcome) = revoke::close_channel(&clients.iam, &request).await? {
+        timeline.intend(
+            actions::CLOSE_CHANNEL,
+            &target,
+            &outcome.before,
+            &json!("closed"),
+        );
+        timeline.record(
+            actions::CLOSE_CHANNEL,
+            &target,
+            outcome.before,
+            outcome.after,
+        );
+        if let Some(reason) = outcome.gap {
+            out.gaps
+                .push(Gap::new(STEP, "per-instance credential revocation", reason));
+        }
+    }
+    out.actions.extend(timeline.into_actions());
+    Ok(())
+}
+
+/// Denies the forensic role's sessions issued to this instance so far ([`forensic`]).
+async fn revoke_forensic(
+    clients: &Clients,
+    config: &Config,
+    incident: &Incident,
+    out: &mut Output,
+) -> Result<(), StepError> {
+    let Some(role_name) = role_of(clients, &config.forensic_profile_arn).await? else {
+        return Ok(());
+    };
+    let id = incident.instance_id.as_str();
+    let arn = instance_arn(config, &config.forensic_profile_arn, id)?;
+    let cut_off = revoke::cut_off_now();
+    let now = DateTime::from(std::time::SystemTime::now()).secs();
+    let target = format!("role/{role_name}");
+    let mut timeline = Timeline::new(STEP);
+    timeline.intend(
+        actions::REVOKE_FORENSIC,
+        &target,
+        &json!(null),
+        &json!({"sessions_issued_before": cut_off}),
+    );
+    let outcome = forensic::revoke(&clients.iam, &role_name, id, &arn, &cut_off, now).await?;
+    match outcome.gap {
+        Some(reason) => {
+            timeline.record(actions::REVOKE_FORENSIC, &target, json!(null), json!(null));
+            out.gaps.push(Gap::new(STEP, "revocation of the forensic sessions", reason));
+        }
+        None => timeline.record(
+            actions::REVOKE_FORENSIC,
+            &target,
+            json!(null),
+            json!({"policy_name": outcome.policy_name, "sessions_issued_before": cut_off, "expired_policies_removed": outcome.pruned}),
+        ),
+    }
+    out.actions.extend(timeline.into_actions());
+    Ok(())
 }
 
 /// `arn:aws:iam::123456789012:instance-profile/path/name` → `name` (the API takes the bare name).

@@ -71,6 +71,30 @@ pub const MAX_ATTEMPTS: u32 = 4;
 
 const SID_INSTANCES: &str = "CordonRevokeInstanceCredentials";
 const SID_OLDER: &str = "CordonRevokeOlderSessions";
+const SID_CHANNEL: &str = "CordonRevokeExceptCollectionChannel";
+
+/// What the SSM agent calls to take a Run Command and report on it: its registration heartbeat,
+/// the Session Manager / agent control channels and the EC2 Messages delivery service
+/// (<https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-create-vpc.html>, "VPC
+/// endpoints for Systems Manager": ssm, ssmmessages, ec2messages; the actions are those of the
+/// AmazonSSMManagedInstanceCore policy for these prefixes,
+/// <https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AmazonSSMManagedInstanceCore.html>).
+/// While the collection runs, a contained instance's own credentials may call these and nothing
+/// else (`NotAction` deny): the agent refreshes its credentials only at about half their
+/// lifetime, so until then it is the compromised role's credentials that carry the command.
+pub const CHANNEL_ACTIONS: [&str; 11] = [
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+];
 const SOURCE_INSTANCE_ARN: &str = "ec2:SourceInstanceARN";
 const TOKEN_ISSUE_TIME: &str = "aws:TokenIssueTime";
 
@@ -79,6 +103,9 @@ const TOKEN_ISSUE_TIME: &str = "aws:TokenIssueTime";
 pub struct RevokePolicy {
     /// Instances whose role credentials are denied, oldest first.
     pub instance_arns: Vec<String>,
+    /// Instances under collection: their sessions may use only the SSM agent's channel
+    /// ([`CHANNEL_ACTIONS`]), everything else is denied; oldest first.
+    pub collecting_arns: Vec<String>,
     /// Every session of the role issued before this time (RFC 3339) is denied.
     pub older_than: Option<String>,
     /// Statements someone else added to Cordon's policy: kept as they are.
@@ -108,6 +135,15 @@ impl RevokePolicy {
                         _ => policy.other_statements.push(statement),
                     }
                 }
+                Some(SID_CHANNEL) => {
+                    match &statement["Condition"]["StringEquals"][SOURCE_INSTANCE_ARN] {
+                        Value::String(arn) => policy.collecting_arns.push(arn.clone()),
+                        Value::Array(arns) => policy
+                            .collecting_arns
+                            .extend(arns.iter().filter_map(|a| a.as_str().map(str::to_owned))),
+                        _ => policy.other_statements.push(statement),
+                    }
+                }
                 Some(SID_OLDER) => {
                     match statement["Condition"]["DateLessThan"][TOKEN_ISSUE_TIME].as_str() {
                         Some(t) => policy.older_than = Some(t.to_owned()),
@@ -130,6 +166,15 @@ impl RevokePolicy {
                 "Action": "*",
                 "Resource": "*",
                 "Condition": {"StringEquals": {SOURCE_INSTANCE_ARN: self.instance_arns}}
+            }));
+        }
+        if !self.collecting_arns.is_empty() {
+            statements.push(json!({
+                "Sid": SID_CHANNEL,
+                "Effect": "Deny",
+                "NotAction": CHANNEL_ACTIONS,
+                "Resource": "*",
+                "Condition": {"StringEquals": {SOURCE_INSTANCE_ARN: self.collecting_arns}}
             }));
         }
         if let Some(t) = &self.older_than {
@@ -160,15 +205,31 @@ impl RevokePolicy {
         }
     }
 
-    /// Whether this policy revokes what `plan` was to revoke.
-    fn covers(&self, instance_arn: &str, scope: RevokeSessions, cut_off: &str) -> bool {
-        match scope {
-            RevokeSessions::Instance => {
-                self.instance_arns.iter().any(|a| a == instance_arn)
+    /// Whether this policy revokes what `plan` was to revoke, with the channel as asked.
+    fn covers(
+        &self,
+        instance_arn: &str,
+        scope: RevokeSessions,
+        cut_off: &str,
+        channel: Channel,
+    ) -> bool {
+        let listed = |list: &[String]| list.iter().any(|a| a == instance_arn);
+        match (scope, channel) {
+            (RevokeSessions::Instance, Channel::Closed) => {
+                (listed(&self.instance_arns) && !listed(&self.collecting_arns))
+                    || self.revokes_older_than(cut_off)
+            }
+            (RevokeSessions::Instance, Channel::Open) => {
+                (listed(&self.collecting_arns) && !listed(&self.instance_arns))
                     || self.revokes_older_than(cut_off)
             }
             _ => self.revokes_older_than(cut_off),
         }
+    }
+
+    /// Whether this instance's agent channel is open in this policy.
+    pub fn channel_open(&self, instance_arn: &str) -> bool {
+        self.collecting_arns.iter().any(|a| a == instance_arn)
     }
 
     /// A short account of the policy for the timeline (the document itself can be 10 KB).
@@ -177,6 +238,7 @@ impl RevokePolicy {
             "policy_name": POLICY_NAME,
             "instances_denied": self.instance_arns.len(),
             "this_instance_denied": self.instance_arns.iter().any(|a| a == instance_arn),
+            "this_instance_collecting": self.channel_open(instance_arn),
             "sessions_issued_before": self.older_than,
         })
     }
@@ -236,11 +298,23 @@ pub struct Request<'a> {
     pub scope: RevokeSessions,
     /// `aws:TokenIssueTime` cut-off for role-wide revocation ([`cut_off_now`]).
     pub cut_off: &'a str,
+    /// Whether the agent's channel stays open for this instance (collection to come).
+    pub channel: Channel,
     /// The role's inline-policy quota ([`ROLE_POLICY_QUOTA`]).
     pub quota: usize,
     /// How long after a successful read-back the policy is read again, to catch a concurrent
     /// writer that read before our put and put after our read-back ([`CONFIRM_AFTER`]).
     pub confirm_after: Duration,
+}
+
+/// The SSM agent's channel for an instance whose credentials are revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Channel {
+    /// Everything denied.
+    #[default]
+    Closed,
+    /// Everything but [`CHANNEL_ACTIONS`] denied, until the collection ends.
+    Open,
 }
 
 /// Longer than a concurrent writer's read-to-put time: ListRolePolicies, a GetRolePolicy per
@@ -354,7 +428,7 @@ fn plan(
     minimal: bool,
 ) -> Result<Plan, usize> {
     if req.scope == RevokeSessions::Instance && !minimal {
-        if current.instance_arns.iter().any(|a| a == req.instance_arn) {
+        if current.covers(req.instance_arn, req.scope, "", req.channel) {
             return Ok(Plan {
                 policy: current.clone(),
                 scope: RevokeSessions::Instance,
@@ -362,7 +436,12 @@ fn plan(
             });
         }
         let mut listed = current.clone();
-        listed.instance_arns.push(req.instance_arn.to_owned());
+        listed.instance_arns.retain(|a| a != req.instance_arn);
+        listed.collecting_arns.retain(|a| a != req.instance_arn);
+        match req.channel {
+            Channel::Closed => listed.instance_arns.push(req.instance_arn.to_owned()),
+            Channel::Open => listed.collecting_arns.push(req.instance_arn.to_owned()),
+        }
         if listed.size() <= budget {
             return Ok(Plan {
                 policy: listed,
@@ -376,6 +455,9 @@ fn plan(
     if !current.revokes_older_than(req.cut_off) {
         wide.older_than = Some(req.cut_off.to_owned());
     }
+    // Role-wide revocation denies the channel too: the collection will then find the agent
+    // unreachable (a gap), which is the safe side.
+    wide.collecting_arns.retain(|a| a != req.instance_arn);
     if req.scope == RevokeSessions::Instance
         && !wide.instance_arns.iter().any(|a| a == req.instance_arn)
     {
@@ -490,11 +572,16 @@ pub async fn revoke(iam: &aws_sdk_iam::Client, req: &Request<'_>) -> Result<Outc
         // Read back: a concurrent response may have replaced the policy after our read. Then
         // once more a little later: one that read before our put may put after this read-back.
         let mut written = read_policy(iam, req.role_name).await?;
-        if written.covers(req.instance_arn, planned.scope, req.cut_off) {
+        let channel = if planned.scope == RevokeSessions::Instance {
+            req.channel
+        } else {
+            Channel::Closed
+        };
+        if written.covers(req.instance_arn, planned.scope, req.cut_off, channel) {
             tokio::time::sleep(req.confirm_after).await;
             written = read_policy(iam, req.role_name).await?;
         }
-        if written.covers(req.instance_arn, planned.scope, req.cut_off) {
+        if written.covers(req.instance_arn, planned.scope, req.cut_off, channel) {
             let gap = if minimal && req.scope == RevokeSessions::Instance {
                 Some(format!(
                     "PutRolePolicy answered LimitExceeded for the instance list on role {} although its inline policies seemed to leave room: every session of the role issued before {} was revoked instead",
@@ -530,6 +617,27 @@ pub async fn revoke(iam: &aws_sdk_iam::Client, req: &Request<'_>) -> Result<Outc
     })
 }
 
+/// Ends the collection exemption of this instance: when Cordon's policy on the role lists it as
+/// collecting, it is moved to the full deny (read-modify-write as [`revoke`]); otherwise nothing
+/// is changed and `None` is answered (no exemption was ever opened, or it is closed already).
+pub async fn close_channel(
+    iam: &aws_sdk_iam::Client,
+    req: &Request<'_>,
+) -> Result<Option<Outcome>, StepError> {
+    if !read_policy(iam, req.role_name)
+        .await?
+        .channel_open(req.instance_arn)
+    {
+        return Ok(None);
+    }
+    let closing = Request {
+        channel: Channel::Closed,
+        scope: RevokeSessions::Instance,
+        ..req.clone()
+    };
+    revoke(iam, &closing).await.map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,6 +652,7 @@ mod tests {
             incident_id: "IR-5",
             scope,
             cut_off: "2030-01-01T00:00:01Z",
+            channel: Channel::Closed,
             quota: ROLE_POLICY_QUOTA,
             confirm_after: Duration::ZERO,
         }
@@ -559,6 +668,7 @@ mod tests {
     fn a_document_round_trips_and_whitespace_is_not_counted() {
         let p = RevokePolicy {
             instance_arns: arns(2),
+            collecting_arns: arns(1),
             older_than: Some("2030-01-01T00:00:00Z".into()),
             other_statements: vec![json!({"Effect": "Deny", "Action": "s3:*", "Resource": "*"})],
         };
@@ -634,6 +744,55 @@ mod tests {
         let p = plan(&older, &req(RevokeSessions::Role), 10_000, false).unwrap();
         assert_eq!(p.policy.older_than.as_deref(), Some("2030-01-01T00:00:01Z"));
         assert!(p.gap.is_none(), "role scope was asked for: no gap");
+    }
+
+    #[test]
+    fn an_open_channel_lists_the_instance_under_the_not_action_deny_and_closing_moves_it() {
+        let current = RevokePolicy {
+            instance_arns: arns(2),
+            ..Default::default()
+        };
+        let open = Request {
+            channel: Channel::Open,
+            ..req(RevokeSessions::Instance)
+        };
+        let p = plan(&current, &open, 10_000, false).unwrap();
+        assert_eq!(p.policy.collecting_arns, [ARN]);
+        assert_eq!(p.policy.instance_arns, arns(2));
+        let doc = p.policy.document();
+        let channel = doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == SID_CHANNEL)
+            .unwrap();
+        assert_eq!(channel["Effect"], "Deny");
+        assert_eq!(
+            channel["NotAction"].as_array().unwrap().len(),
+            CHANNEL_ACTIONS.len()
+        );
+        assert!(channel.get("Action").is_none());
+        // Closing moves it to the full deny; the others are untouched.
+        let closed = plan(&p.policy, &req(RevokeSessions::Instance), 10_000, false).unwrap();
+        assert!(closed.policy.collecting_arns.is_empty());
+        assert_eq!(
+            closed.policy.instance_arns.last().map(String::as_str),
+            Some(ARN)
+        );
+        assert_eq!(closed.policy.instance_arns.len(), 3);
+        // Already open: nothing to change.
+        let again = plan(&p.policy, &open, 10_000, false).unwrap();
+        assert_eq!(again.policy, p.policy);
+    }
+
+    #[test]
+    fn role_wide_revocation_never_keeps_a_channel_open() {
+        let current = RevokePolicy {
+            collecting_arns: vec![ARN.to_owned()],
+            ..Default::default()
+        };
+        let p = plan(&current, &req(RevokeSessions::Role), 10_000, false).unwrap();
+        assert!(p.policy.collecting_arns.is_empty());
     }
 
     #[test]

@@ -305,9 +305,15 @@ async fn removes_the_profile_and_lists_this_instance_in_the_one_revocation_polic
     let r = iam.rules();
     let c = clients(&[&assoc, &disassociate], &iam_rules(&r));
 
-    let out = remove(&c, &config(), &incident("instance"), Some(APP.into()))
-        .await
-        .unwrap();
+    let out = remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap();
 
     assert_eq!(disassociate.num_calls(), 1);
     assert_eq!(r.put.num_calls(), 1);
@@ -345,9 +351,15 @@ async fn a_second_instance_of_the_role_joins_the_same_policy() {
     ]);
     let r = iam.rules();
     let c = clients(&[&assoc, &disassociate], &iam_rules(&r));
-    remove(&c, &config(), &incident("instance"), Some(APP.into()))
-        .await
-        .unwrap();
+    remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap();
     let mut expected = earlier.clone();
     expected.push(ARN.to_owned());
     assert_eq!(denied_arns(&iam.policy("cordon-revoke").unwrap()), expected);
@@ -365,9 +377,15 @@ async fn role_wide_revocation_denies_older_tokens() {
     let r = iam.rules();
     let c = clients(&[&assoc], &iam_rules(&r));
     let before = revoke::cut_off_now();
-    let out = remove(&c, &config(), &incident("role"), Some(APP.into()))
-        .await
-        .unwrap();
+    let out = remove(
+        &c,
+        &config(),
+        &incident("role"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap();
     let policy = iam.policy("cordon-revoke").unwrap();
     let cut_off = issued_before(&policy).expect("aws:TokenIssueTime statement");
     assert!(cut_off >= before, "{cut_off} < {before}");
@@ -384,9 +402,15 @@ async fn a_rerun_finds_the_instance_listed_and_writes_nothing() {
     let iam = FakeIam::new(&[("cordon-revoke", &cordon_policy(&[ARN.to_owned()]))]);
     let r = iam.rules();
     let c = clients(&[&assoc], &iam_rules(&r));
-    let out = remove(&c, &config(), &incident("instance"), Some(APP.into()))
-        .await
-        .unwrap();
+    let out = remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.put.num_calls(), 0);
     assert!(
         out.actions.iter().all(|a| a.outcome == Outcome::Unchanged),
@@ -402,9 +426,15 @@ async fn a_policy_of_the_earlier_per_instance_design_counts_as_revoked() {
     let iam = FakeIam::new(&[("cordon-revoke-i-0123456789abcdef0", legacy)]);
     let r = iam.rules();
     let c = clients(&[&assoc], &iam_rules(&r));
-    let out = remove(&c, &config(), &incident("instance"), Some(APP.into()))
-        .await
-        .unwrap();
+    let out = remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.put.num_calls(), 0, "converges on the old policy");
     assert_eq!(
         out.revoked.unwrap().policy_name,
@@ -426,9 +456,15 @@ async fn a_nearly_full_quota_revokes_the_whole_role_and_records_the_gap() {
     let r = iam.rules();
     let c = clients(&[&assoc], &iam_rules(&r));
 
-    let out = remove(&c, &config(), &incident("instance"), Some(APP.into()))
-        .await
-        .unwrap();
+    let out = remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap();
 
     let policy = iam.policy("cordon-revoke").unwrap();
     assert!(issued_before(&policy).is_some(), "{policy}");
@@ -463,9 +499,15 @@ async fn a_quota_with_room_for_nothing_fails_as_credentials_not_revoked() {
     let iam = FakeIam::new(&[("app-data", &fill)]);
     let r = iam.rules();
     let c = clients(&[&assoc], &iam_rules(&r));
-    let err = remove(&c, &config(), &incident("instance"), Some(APP.into()))
-        .await
-        .unwrap_err();
+    let err = remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.name(), "CredentialsNotRevoked");
     assert!(err.to_string().contains("app-server"), "{err}");
     assert_eq!(r.put.num_calls(), 0, "nothing that cannot fit is attempted");
@@ -480,9 +522,15 @@ async fn limit_exceeded_although_the_plan_fitted_falls_back_to_role_wide() {
     iam.quota = revoke::policy_size(&cordon_policy(&earlier)) + 10;
     let r = iam.rules();
     let c = clients(&[&assoc], &iam_rules(&r));
-    let out = remove(&c, &config(), &incident("instance"), Some(APP.into()))
-        .await
-        .unwrap();
+    let out = remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         r.put.num_calls(),
         2,
@@ -502,9 +550,15 @@ async fn limit_exceeded_although_the_plan_fitted_falls_back_to_role_wide() {
     full.quota = 20;
     let r = full.rules();
     let c = clients(&[&assoc], &iam_rules(&r));
-    let err = remove(&c, &config(), &incident("instance"), Some(APP.into()))
-        .await
-        .unwrap_err();
+    let err = remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.name(), "CredentialsNotRevoked");
     assert_eq!(r.put.num_calls(), 2);
 }
@@ -520,9 +574,15 @@ async fn a_concurrent_writer_that_drops_our_arn_is_read_back_and_retried() {
     iam.interloper = Some((1, cordon_policy(&theirs)));
     let r = iam.rules();
     let c = clients(&[&assoc], &iam_rules(&r));
-    remove(&c, &config(), &incident("instance"), Some(APP.into()))
-        .await
-        .unwrap();
+    remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.put.num_calls(), 2);
     let mut expected = theirs.clone();
     expected.push(ARN.to_owned());
@@ -533,9 +593,15 @@ async fn a_concurrent_writer_that_drops_our_arn_is_read_back_and_retried() {
     iam.interloper = Some((usize::MAX, cordon_policy(&theirs)));
     let r = iam.rules();
     let c = clients(&[&assoc], &iam_rules(&r));
-    let err = remove(&c, &config(), &incident("instance"), Some(APP.into()))
-        .await
-        .unwrap_err();
+    let err = remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.name(), "Transient");
     assert_eq!(err.aws_code(), Some("ConcurrentModification"));
     assert_eq!(r.put.num_calls() as u32, revoke::MAX_ATTEMPTS);
@@ -552,9 +618,15 @@ async fn a_writer_that_drops_our_arn_after_the_read_back_is_caught_by_the_confir
     iam.late_interloper = Some(cordon_policy(&theirs));
     let r = iam.rules();
     let c = clients(&[&assoc], &iam_rules(&r));
-    let out = remove(&c, &config(), &incident("instance"), Some(APP.into()))
-        .await
-        .unwrap();
+    let out = remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.put.num_calls(), 2);
     let mut expected = theirs.clone();
     expected.push(ARN.to_owned());
@@ -566,9 +638,15 @@ async fn a_writer_that_drops_our_arn_after_the_read_back_is_caught_by_the_confir
 async fn revoke_none_is_a_recorded_gap() {
     let assoc = associations(None, IamInstanceProfileAssociationState::Associated);
     let c = clients(&[&assoc], &[]);
-    let out = remove(&c, &config(), &incident("none"), Some(APP.into()))
-        .await
-        .unwrap();
+    let out = remove(
+        &c,
+        &config(),
+        &incident("none"),
+        Some(APP.into()),
+        revoke::Channel::Closed,
+    )
+    .await
+    .unwrap();
     assert_eq!(out.gaps.len(), 1);
     assert!(out.revoked.is_none());
 }
@@ -819,10 +897,16 @@ async fn errors_are_named_and_bad_arns_rejected_before_any_call() {
         .then_http_response(ec2_error(503, "RequestLimitExceeded"));
     let c = clients(&[&throttled], &[]);
     assert_eq!(
-        remove(&c, &config(), &incident("instance"), None)
-            .await
-            .unwrap_err()
-            .name(),
+        remove(
+            &c,
+            &config(),
+            &incident("instance"),
+            None,
+            revoke::Channel::Closed
+        )
+        .await
+        .unwrap_err()
+        .name(),
         "Transient"
     );
 
@@ -843,10 +927,73 @@ async fn errors_are_named_and_bad_arns_rejected_before_any_call() {
         .then_http_response(query_error(403, "AccessDenied"));
     let c = clients(&[&assoc], &[&profile, &list_denied]);
     assert_eq!(
-        remove(&c, &config(), &incident("instance"), Some(APP.into()))
-            .await
-            .unwrap_err()
-            .name(),
+        remove(
+            &c,
+            &config(),
+            &incident("instance"),
+            Some(APP.into()),
+            revoke::Channel::Closed
+        )
+        .await
+        .unwrap_err()
+        .name(),
         "AccessDenied"
     );
+}
+
+#[tokio::test]
+async fn with_collection_to_come_the_agent_channel_stays_open_until_closed() {
+    let assoc = associations(Some(APP), IamInstanceProfileAssociationState::Associated);
+    let disassociate = disassociate_ok();
+    let iam = FakeIam::new(&[]);
+    let r = iam.rules();
+    let c = clients(&[&assoc, &disassociate], &iam_rules(&r));
+
+    remove(
+        &c,
+        &config(),
+        &incident("instance"),
+        Some(APP.into()),
+        revoke::Channel::Open,
+    )
+    .await
+    .unwrap();
+    let policy = iam.policy("cordon-revoke").expect("policy written");
+    assert!(denied_arns(&policy).is_empty(), "{policy}");
+    let channel = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "CordonRevokeExceptCollectionChannel")
+        .expect("the channel statement");
+    assert_eq!(
+        channel["Condition"]["StringEquals"]["ec2:SourceInstanceARN"],
+        json!([ARN])
+    );
+    assert!(channel["NotAction"].as_array().unwrap().iter().all(|a| a
+        .as_str()
+        .unwrap()
+        .starts_with("ssm")
+        || a.as_str().unwrap().starts_with("ec2messages:")));
+
+    let mut out = Output::default();
+    close_channel(&c, &config(), &incident("instance"), Some(APP), &mut out)
+        .await
+        .unwrap();
+    let policy = iam.policy("cordon-revoke").unwrap();
+    assert_eq!(denied_arns(&policy), [ARN]);
+    assert!(!policy
+        .to_string()
+        .contains("CordonRevokeExceptCollectionChannel"));
+    assert_eq!(out.actions.len(), 1, "{:?}", out.actions);
+    assert_eq!(out.actions[0].after["this_instance_collecting"], false);
+
+    // Closing again changes nothing and records nothing.
+    let puts = r.put.num_calls();
+    let mut again = Output::default();
+    close_channel(&c, &config(), &incident("instance"), Some(APP), &mut again)
+        .await
+        .unwrap();
+    assert_eq!(r.put.num_calls(), puts);
+    assert!(again.actions.is_empty());
 }

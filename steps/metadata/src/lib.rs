@@ -32,6 +32,43 @@ pub struct Clients {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     pub evidence: EvidenceWriter,
+    /// The deployment's collection budget settings, which "Validate input" applies.
+    pub collection: CollectionSettings,
+}
+
+/// `COLLECTION_BUDGET_SECONDS` and `COLLECTION_MAX_BUDGET_SECONDS`, set by the CDK app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollectionSettings {
+    pub default_budget_seconds: u32,
+    pub max_budget_seconds: u32,
+}
+
+impl Default for CollectionSettings {
+    fn default() -> Self {
+        CollectionSettings {
+            default_budget_seconds: 1200,
+            max_budget_seconds: cordon_common::collection::MAX_BUDGET_SECONDS,
+        }
+    }
+}
+
+/// The request's collection budget checked against this deployment's maximum, or the default
+/// written into the incident: every later step reads the same value from it.
+pub fn apply_collection_budget(
+    mut incident: Incident,
+    settings: CollectionSettings,
+) -> Result<Incident, StepError> {
+    match incident.options.collection_budget_seconds {
+        Some(b) if b > settings.max_budget_seconds => {
+            return Err(StepError::invalid(format!(
+                "options.collection_budget_seconds {b} is more than this deployment allows ({})",
+                settings.max_budget_seconds
+            )))
+        }
+        Some(_) => {}
+        None => incident.options.collection_budget_seconds = Some(settings.default_budget_seconds),
+    }
+    Ok(incident)
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,7 +194,10 @@ pub async fn handle(clients: &Clients, event: Value) -> Result<Output, StepError
             request,
             execution_name,
         } => Ok(Output::Validated {
-            incident: Incident::from_request(request, &execution_name)?,
+            incident: apply_collection_budget(
+                Incident::from_request(request, &execution_name)?,
+                clients.collection,
+            )?,
         }),
         Event::Record { incident } => {
             let incident = Incident::from_value(incident)?;

@@ -255,6 +255,7 @@ fn clients(ec2_rules: &[&Rule], s3_rules: &[&Rule], o: &Others) -> Clients {
             [&o.target_groups, &o.target_health]
         ),
         evidence: EvidenceWriter::new(s3, "evidence"),
+        collection: CollectionSettings::default(),
     }
 }
 
@@ -447,12 +448,17 @@ async fn validate_calls_nothing_and_rejects_bad_requests() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        serde_json::to_value(ok).unwrap()["incident"]["incident_id"],
-        "exec-9"
-    );
+    let ok = serde_json::to_value(ok).unwrap();
+    assert_eq!(ok["incident"]["incident_id"], "exec-9");
+    // The deployment's default budget is written into the incident.
+    assert_eq!(ok["incident"]["options"]["collection_budget_seconds"], 1200);
 
     for bad in [
+        // Above this deployment's maximum (and above any deployment's).
+        json!({"action": "validate", "request": {"instance_id": ID, "options": {"collection_budget_seconds": 3601}}, "execution_name": "e"}),
+        json!({"action": "validate", "request": {"instance_id": ID, "options": {"collection_budget_seconds": 299}}, "execution_name": "e"}),
+        json!({"action": "validate", "request": {"instance_id": ID, "options": {"collection_network": "before-containment"}}, "execution_name": "e"}),
+        json!({"action": "validate", "request": {"instance_id": ID, "options": {"collection_network": "anywhere"}}, "execution_name": "e"}),
         json!({"action": "validate", "request": {"instance_id": "i-nope"}, "execution_name": "e"}),
         json!({"action": "validate", "request": {}, "execution_name": "e"}),
         json!({"action": "record", "incident": {"instance_id": ID}}),
@@ -467,6 +473,21 @@ async fn validate_calls_nothing_and_rejects_bad_requests() {
         o.ssm.num_calls() + o.get.num_calls(),
         0,
         "validation calls nothing"
+    );
+
+    // A deployment with a lower maximum refuses what another would take.
+    let mut c = c;
+    c.collection.max_budget_seconds = 600;
+    let err = handle(
+        &c,
+        json!({"action": "validate", "request": {"instance_id": ID, "options": {"collection_budget_seconds": 900}}, "execution_name": "e"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("more than this deployment allows (600)"),
+        "{err}"
     );
 }
 

@@ -145,6 +145,16 @@ struct Done {
     /// The metadata options' `State` at the read-back: `pending` until EC2 has applied the change.
     metadata_state: Option<String>,
     forensic_attached: bool,
+    /// The `aws:TokenIssueTime` cut-off of the forensic sessions' revocation on this instance.
+    forensic_revoked: Option<String>,
+    /// The revocation left the SSM agent's channel open for the collection...
+    channel_opened: bool,
+    /// ...and it was closed again.
+    channel_closed: bool,
+    /// When an interface was last moved into the collection group (the path was opened)...
+    collection_opened_at: Option<String>,
+    /// ...and when an interface was last isolated.
+    last_isolated_at: Option<String>,
     stopped: Option<String>,
     /// The stop was recorded as complete (`stopped`), not only begun (`stopping`).
     stop_complete: bool,
@@ -211,6 +221,11 @@ impl Done {
         for a in actions {
             match (a.step.as_str(), a.action.as_str()) {
                 ("quarantine", actions::DEREGISTER) => d.deregistered.push(a.target.clone()),
+                ("quarantine", actions::ISOLATE)
+                    if d.last_isolated_at.as_deref() < Some(a.at.as_str()) =>
+                {
+                    d.last_isolated_at = Some(a.at.clone());
+                }
                 ("quarantine", actions::CONNTRACK) => {
                     // `{"timeouts": {"tcp_established", "udp_stream", "udp"}, ...}`
                     let t = &a.after["timeouts"];
@@ -252,7 +267,12 @@ impl Done {
                 ("detach-profile", actions::REVOKE) => {
                     // `{"this_instance_denied", "sessions_issued_before", ...}`; the step's
                     // `revoked.scope` (read below) says it directly when present.
-                    let scope = if a.after["this_instance_denied"] == Value::Bool(true) {
+                    if a.after["this_instance_collecting"] == Value::Bool(true) {
+                        d.channel_opened = true;
+                    }
+                    let scope = if a.after["this_instance_denied"] == Value::Bool(true)
+                        || a.after["this_instance_collecting"] == Value::Bool(true)
+                    {
                         RevokeSessions::Instance
                     } else {
                         RevokeSessions::Role
@@ -264,6 +284,18 @@ impl Done {
                     d.metadata_state = a.after["state"].as_str().map(str::to_owned);
                 }
                 ("detach-profile", actions::ATTACH_FORENSIC) => d.forensic_attached = true,
+                ("quarantine", actions::COLLECTION_MOVE) => {
+                    d.collection_opened_at = Some(a.at.clone());
+                }
+                ("detach-profile", actions::CLOSE_CHANNEL) => {
+                    d.channel_opened = true;
+                    d.channel_closed = a.after["this_instance_collecting"] == Value::Bool(false);
+                }
+                ("detach-profile", actions::REVOKE_FORENSIC) => {
+                    d.forensic_revoked = a.after["sessions_issued_before"]
+                        .as_str()
+                        .map(str::to_owned);
+                }
                 ("termprotect", actions::STOP | actions::HIBERNATE) => {
                     d.stopped = Some(format!(
                         "{} ({})",
@@ -1055,20 +1087,68 @@ pub fn table(results: &Value, incident: &Incident, actions: &[Action]) -> Vec<Ro
             ));
         }
     }
-    rows.push(if d.forensic_attached {
-        row(
-            "credentials of the forensic profile issued during collection",
-            "the forensic profile was attached for the collection, so the host could fetch its credentials (SSM core and writes to the evidence bucket); removing the profile does not invalidate them: they stay valid until they expire",
+    let path = "outbound TCP 443 to the SSM and S3 endpoints during collection";
+    rows.push(match (&d.collection_opened_at, &d.last_isolated_at) {
+        (Some(opened), Some(isolated)) if isolated > opened => row(
+            path,
+            "open for the collection only (the collection group and its network ACL allow rules), then every interface back in the isolation group through the flush group",
+            Status::Cut,
+            source::SECURITY_GROUPS,
+        ),
+        (Some(_), _) => row(
+            path,
+            "the interfaces are in the collection group: TCP 443 out to the endpoints (or to anywhere with collection_network internet-443) until \"Close collection path\" runs",
+            Status::StillPossible,
+            source::SECURITY_GROUPS,
+        ),
+        (None, _) => row(
+            path,
+            "never opened in this execution",
+            Status::NotApplicable,
+            source::SECURITY_GROUPS,
+        ),
+    });
+    let channel = "the instance's own credentials: the SSM agent's channel during collection";
+    rows.push(match (d.channel_opened, d.channel_closed) {
+        (true, false) => row(
+            channel,
+            "the revocation leaves the SSM agent's channel actions (ssm:UpdateInstanceInformation, ssmmessages:*, ec2messages:*) to the instance's credentials until the collection ends, and this execution has not closed it yet",
+            Status::StillPossible,
+            source::REVOKE,
+        ),
+        (true, true) => row(
+            channel,
+            "was open for the collection only (the agent's channel actions, nothing else); now denied like everything else",
+            Status::Cut,
+            source::REVOKE,
+        ),
+        _ => row(
+            channel,
+            "never opened: no collection over SSM in this execution",
+            Status::NotApplicable,
+            source::REVOKE,
+        ),
+    });
+    let forensic = "credentials of the forensic profile issued during collection";
+    rows.push(match (d.forensic_attached, &d.forensic_revoked) {
+        (true, Some(cut_off)) => row(
+            forensic,
+            format!("the forensic role's sessions issued to this instance before {cut_off} are denied; the role never had more than the SSM agent's Run Command actions (no S3, no parameters)"),
+            Status::Cut,
+            source::REVOKE,
+        ),
+        (true, None) => row(
+            forensic,
+            "the forensic profile was attached for the collection and its sessions on this instance are not revoked: they can take Run Command for this instance (nothing else) until they expire",
             Status::StillPossible,
             source::ROLE_CREDENTIALS,
-        )
-    } else {
-        row(
-            "credentials of the forensic profile issued during collection",
+        ),
+        (false, _) => row(
+            forensic,
             "the forensic profile was not attached in this execution",
             Status::NotApplicable,
             source::ROLE_CREDENTIALS,
-        )
+        ),
     });
     rows
 }

@@ -222,7 +222,7 @@ fn interfaces(instance: &Instance) -> Vec<InterfaceFacts> {
 
 /// The table a subnet uses: its explicit association, else the main table. Each table comes with
 /// the subnets explicitly associated with it.
-fn table_of<'a>(
+pub(crate) fn table_of<'a>(
     tables: &'a [(RouteTableFacts, Vec<String>)],
     subnet: &str,
 ) -> Option<&'a (RouteTableFacts, Vec<String>)> {
@@ -281,7 +281,7 @@ fn route(r: &aws_sdk_ec2::types::Route) -> Route {
 }
 
 /// Every route table of the VPC, each with the subnets explicitly associated with it.
-async fn route_tables(
+pub(crate) async fn route_tables(
     ec2: &aws_sdk_ec2::Client,
     vpc_id: &str,
 ) -> Result<Vec<(RouteTableFacts, Vec<String>)>, StepError> {

@@ -38,6 +38,10 @@
 //!
 //! Beside the changes, it gathers the facts of the instance's network (`network`, see [`facts`]),
 //! at the same time as it isolates, for the containment table of the notification.
+//!
+//! The same function opens and closes the network path the SSM agent needs while a collection
+//! runs inside containment: event `action` `"open-collection-path"` or `"close-collection-path"`
+//! (see [`collection`]); without `action` it quarantines.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,6 +58,7 @@ use cordon_common::{lambda, Action, Gap, Incident, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub mod collection;
 pub mod conntrack;
 pub mod facts;
 pub mod nacl;
@@ -74,6 +79,28 @@ pub struct Clients {
 #[serde(deny_unknown_fields)]
 pub struct Event {
     pub incident: Value,
+    /// What to do; absent: quarantine.
+    #[serde(default)]
+    pub action: Option<EventAction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventAction {
+    /// [`collection::open`]: the instance's interfaces into the collection group, the ACL allow
+    /// rules before Cordon's deny rules.
+    OpenCollectionPath,
+    /// [`collection::close`]: back into the isolation group, the ACL allow rules removed.
+    CloseCollectionPath,
+}
+
+/// What the function returns, by action (serialized as the inner value).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    Quarantined(Box<Output>),
+    Opened(collection::Opened),
+    Closed(collection::Closed),
 }
 
 #[derive(Debug, Serialize)]
@@ -105,14 +132,24 @@ pub struct ConnectionTracking {
     pub timeouts: Option<conntrack::Timeouts>,
 }
 
-pub async fn handle(clients: &Clients, event: Value) -> Result<Output, StepError> {
+pub async fn handle(clients: &Clients, event: Value) -> Result<Response, StepError> {
     let event: Event = lambda::parse(event)?;
     let incident = Incident::from_value(event.incident)?;
-    quarantine(clients, &incident).await
+    match event.action {
+        None => quarantine(clients, &incident)
+            .await
+            .map(|o| Response::Quarantined(Box::new(o))),
+        Some(EventAction::OpenCollectionPath) => collection::open(&clients.ec2, &incident)
+            .await
+            .map(Response::Opened),
+        Some(EventAction::CloseCollectionPath) => collection::close(&clients.ec2, &incident)
+            .await
+            .map(Response::Closed),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Role {
+pub(crate) enum Role {
     Isolation,
     Flush,
 }
@@ -134,16 +171,27 @@ impl Role {
 
 /// One network interface of the instance as DescribeInstances reported it.
 #[derive(Debug, Clone)]
-struct Interface {
-    id: String,
-    subnet_id: String,
-    groups: Vec<String>,
-    timeouts: Option<conntrack::Timeouts>,
+pub(crate) struct Interface {
+    pub(crate) id: String,
+    pub(crate) subnet_id: String,
+    pub(crate) groups: Vec<String>,
+    pub(crate) timeouts: Option<conntrack::Timeouts>,
     /// Private IPv4 and IPv6 addresses, and prefixes delegated to the interface.
-    cidrs: Vec<nacl::Cidr>,
+    pub(crate) cidrs: Vec<nacl::Cidr>,
 }
 
-fn interfaces_of(instance: &Instance) -> Vec<Interface> {
+impl Interface {
+    /// Every address of the interface with where it lives, as the ACL rules name them.
+    pub(crate) fn addresses(&self) -> impl Iterator<Item = nacl::Address> + '_ {
+        self.cidrs.iter().map(|cidr| nacl::Address {
+            cidr: *cidr,
+            subnet_id: self.subnet_id.clone(),
+            network_interface_id: self.id.clone(),
+        })
+    }
+}
+
+pub(crate) fn interfaces_of(instance: &Instance) -> Vec<Interface> {
     instance
         .network_interfaces()
         .iter()
@@ -188,23 +236,23 @@ fn interfaces_of(instance: &Instance) -> Vec<Interface> {
 
 /// The failures of independent measures, kept until every measure has been attempted.
 #[derive(Debug, Default)]
-struct Failures(Vec<(String, StepError)>);
+pub(crate) struct Failures(Vec<(String, StepError)>);
 
 impl Failures {
-    fn push(&mut self, what: impl Into<String>, err: StepError) {
+    pub(crate) fn push(&mut self, what: impl Into<String>, err: StepError) {
         let what = what.into();
         tracing::error!(what = %what, error = %err, "containment measure failed; the others go on");
         self.0.push((what, err));
     }
 
-    fn ok<T>(&mut self, what: &str, result: Result<T, StepError>) -> Option<T> {
+    pub(crate) fn ok<T>(&mut self, what: &str, result: Result<T, StepError>) -> Option<T> {
         result.map_err(|e| self.push(what, e)).ok()
     }
 
     /// One error naming every failure. Its Step Functions name is the first deterministic one's
     /// (retrying cannot fix it), or `Transient` when all were transient (a retry of the whole,
     /// idempotent step can).
-    fn into_result(mut self) -> Result<(), StepError> {
+    pub(crate) fn into_result(mut self) -> Result<(), StepError> {
         if self.0.is_empty() {
             return Ok(());
         }
@@ -245,14 +293,14 @@ impl Failures {
 
 /// How one interface's move went.
 #[derive(Debug, Clone, Copy, Default)]
-struct Moved {
+pub(crate) struct Moved {
     /// Already done by an earlier run: nothing changed.
-    done: bool,
-    flushed: bool,
-    isolated: bool,
+    pub(crate) done: bool,
+    pub(crate) flushed: bool,
+    pub(crate) isolated: bool,
 }
 
-async fn set_groups(
+pub(crate) async fn set_groups(
     ec2: &aws_sdk_ec2::Client,
     eni_id: &str,
     group_id: &str,
@@ -269,7 +317,7 @@ async fn set_groups(
 /// Every interface into the isolation group, through the flush group when there is one.
 /// Processes every interface whatever happens to one; an interface whose move into isolation
 /// failed is tried once more at the end, so that none stays in the flush group (or open).
-async fn move_interfaces(
+pub(crate) async fn move_interfaces(
     ec2: &aws_sdk_ec2::Client,
     interfaces: &[Interface],
     isolation: &str,
@@ -494,16 +542,8 @@ pub async fn quarantine(clients: &Clients, incident: &Incident) -> Result<Output
             }
         }
         NetworkIsolation::SgNacl => {
-            let addresses: Vec<nacl::Address> = interfaces
-                .iter()
-                .flat_map(|eni| {
-                    eni.cidrs.iter().map(|cidr| nacl::Address {
-                        cidr: *cidr,
-                        subnet_id: eni.subnet_id.clone(),
-                        network_interface_id: eni.id.clone(),
-                    })
-                })
-                .collect();
+            let addresses: Vec<nacl::Address> =
+                interfaces.iter().flat_map(Interface::addresses).collect();
             let applied = nacl::deny_addresses(ec2, &vpc_id, &addresses, &mut timeline).await;
             gaps.extend(applied.gaps);
             for (what, e) in applied.failures {
@@ -704,9 +744,46 @@ async fn verify(
     timeouts_configurable: bool,
     acl_rules: &[nacl::DenyRule],
 ) -> Result<(), StepError> {
+    let mut problems = isolation_problems(
+        &clients.ec2,
+        instance_id,
+        vpc_id,
+        isolation,
+        timeouts_configurable,
+    )
+    .await?;
+    problems.extend(nacl::verify(&clients.ec2, acl_rules).await?);
+    // A deregistered target stays listed as `draining` (Target.DeregistrationInProgress) for the
+    // group's deregistration delay, 300 s by default, and gets no new requests meanwhile; `unused`
+    // gets none either (TargetRegistration::is_out_of_service, with the ELBv2 docs).
+    let still = lookup::target_registrations(&clients.elbv2, Some(vpc_id), instance_id).await?;
+    for r in still.iter().filter(|r| !r.is_out_of_service()) {
+        problems.push(format!(
+            "still registered in {} ({})",
+            r.target_group_arn,
+            r.state.as_deref().unwrap_or("state unknown")
+        ));
+    }
+    if problems.is_empty() {
+        tracing::info!("containment verified");
+        Ok(())
+    } else {
+        Err(StepError::ContainmentNotVerified(problems.join("; ")))
+    }
+}
+
+/// What keeps the instance from counting as isolated, read back from EC2: an interface with any
+/// group but the isolation group (or, with `timeouts_configurable`, timeouts above the minimums),
+/// an isolation group with rules. Empty when isolated.
+pub(crate) async fn isolation_problems(
+    ec2: &aws_sdk_ec2::Client,
+    instance_id: &str,
+    vpc_id: &str,
+    isolation: &str,
+    timeouts_configurable: bool,
+) -> Result<Vec<String>, StepError> {
     let mut problems = Vec::new();
-    let interfaces = clients
-        .ec2
+    let interfaces = ec2
         .describe_network_interfaces()
         .filters(filter("attachment.instance-id", instance_id))
         .send()
@@ -734,8 +811,7 @@ async fn verify(
             ));
         }
     }
-    problems.extend(nacl::verify(&clients.ec2, acl_rules).await?);
-    let group = describe_group(&clients.ec2, vpc_id, Role::Isolation).await?;
+    let group = describe_group(ec2, vpc_id, Role::Isolation).await?;
     match group {
         Some(g) if g.ip_permissions().is_empty() && g.ip_permissions_egress().is_empty() => {}
         Some(g) => problems.push(format!(
@@ -745,23 +821,7 @@ async fn verify(
         )),
         None => problems.push(format!("isolation group {isolation} not found")),
     }
-    // A deregistered target stays listed as `draining` (Target.DeregistrationInProgress) for the
-    // group's deregistration delay, 300 s by default, and gets no new requests meanwhile; `unused`
-    // gets none either (TargetRegistration::is_out_of_service, with the ELBv2 docs).
-    let still = lookup::target_registrations(&clients.elbv2, Some(vpc_id), instance_id).await?;
-    for r in still.iter().filter(|r| !r.is_out_of_service()) {
-        problems.push(format!(
-            "still registered in {} ({})",
-            r.target_group_arn,
-            r.state.as_deref().unwrap_or("state unknown")
-        ));
-    }
-    if problems.is_empty() {
-        tracing::info!("containment verified");
-        Ok(())
-    } else {
-        Err(StepError::ContainmentNotVerified(problems.join("; ")))
-    }
+    Ok(problems)
 }
 
 async fn describe_group(
@@ -769,14 +829,64 @@ async fn describe_group(
     vpc_id: &str,
     role: Role,
 ) -> Result<Option<SecurityGroup>, StepError> {
+    describe_group_named(ec2, vpc_id, role.name()).await
+}
+
+/// The VPC's security group of this name (names are unique per VPC).
+pub(crate) async fn describe_group_named(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    name: &str,
+) -> Result<Option<SecurityGroup>, StepError> {
     let out = ec2
         .describe_security_groups()
         .filters(filter("vpc-id", vpc_id))
-        .filters(filter("group-name", role.name()))
+        .filters(filter("group-name", name))
         .send()
         .await
         .map_err(|e| StepError::aws("DescribeSecurityGroups", e))?;
     Ok(out.security_groups().first().cloned())
+}
+
+/// Finds the VPC's group of this name, or creates it tagged `cordon:role=<role>`. A group that
+/// another execution created a moment ago (`InvalidGroup.Duplicate`) is used as found.
+pub(crate) async fn find_or_create_group(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    name: &str,
+    role: &str,
+    description: &str,
+    timeline: &mut Timeline,
+) -> Result<SecurityGroup, StepError> {
+    if let Some(g) = describe_group_named(ec2, vpc_id, name).await? {
+        return Ok(g);
+    }
+    let action = format!("create {role} security group");
+    timeline.intend(&action, vpc_id, &json!(null), &json!(name));
+    let created = ec2
+        .create_security_group()
+        .group_name(name)
+        .description(description)
+        .vpc_id(vpc_id)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::SecurityGroup)
+                .tags(Tag::builder().key(TAG_ROLE).value(role).build())
+                .build(),
+        )
+        .send()
+        .await;
+    match created {
+        Ok(out) => timeline.record(&action, vpc_id, json!(null), json!(out.group_id())),
+        // Another execution created it a moment ago: use theirs.
+        Err(e) if e.code() == Some("InvalidGroup.Duplicate") => {}
+        Err(e) => return Err(StepError::aws("CreateSecurityGroup", e)),
+    }
+    describe_group_named(ec2, vpc_id, name)
+        .await?
+        .ok_or_else(|| {
+            StepError::ContainmentNotVerified(format!("{name} group vanished after creation"))
+        })
 }
 
 /// The part of "all traffic from/to everywhere, IPv4 and IPv6" that a rule list lacks, if any.
@@ -807,7 +917,7 @@ fn missing_all_traffic(perms: &[IpPermission]) -> Option<IpPermission> {
 }
 
 /// `Ok` when the error's code only says the change is already made, else the error.
-fn already(err: StepError, code: &str) -> Result<(), StepError> {
+pub(crate) fn already(err: StepError, code: &str) -> Result<(), StepError> {
     if err.aws_code() == Some(code) {
         Ok(())
     } else {
@@ -859,49 +969,18 @@ async fn allow(
 
 /// Finds the group of this role in the VPC, or creates it; then makes its rules what the role
 /// needs: none for isolation, all traffic both ways for flush.
-async fn ensure_group(
+pub(crate) async fn ensure_group(
     ec2: &aws_sdk_ec2::Client,
     vpc_id: &str,
     role: Role,
     timeline: &mut Timeline,
 ) -> Result<String, StepError> {
-    let group = match describe_group(ec2, vpc_id, role).await? {
-        Some(g) => g,
-        None => {
-            let action = format!("create {} security group", role.tag());
-            timeline.intend(&action, vpc_id, &json!(null), &json!(role.name()));
-            let created = ec2
-                .create_security_group()
-                .group_name(role.name())
-                .description(match role {
-                    Role::Isolation => "Cordon isolation: no rules; quarantined instances only",
-                    Role::Flush => {
-                        "Cordon flush: all traffic, applied for one call so tracked flows end"
-                    }
-                })
-                .vpc_id(vpc_id)
-                .tag_specifications(
-                    TagSpecification::builder()
-                        .resource_type(ResourceType::SecurityGroup)
-                        .tags(Tag::builder().key(TAG_ROLE).value(role.tag()).build())
-                        .build(),
-                )
-                .send()
-                .await;
-            match created {
-                Ok(out) => timeline.record(&action, vpc_id, json!(null), json!(out.group_id())),
-                // Another execution created it a moment ago: use theirs.
-                Err(e) if e.code() == Some("InvalidGroup.Duplicate") => {}
-                Err(e) => return Err(StepError::aws("CreateSecurityGroup", e)),
-            }
-            describe_group(ec2, vpc_id, role).await?.ok_or_else(|| {
-                StepError::ContainmentNotVerified(format!(
-                    "{} group vanished after creation",
-                    role.name()
-                ))
-            })?
-        }
+    let description = match role {
+        Role::Isolation => "Cordon isolation: no rules; quarantined instances only",
+        Role::Flush => "Cordon flush: all traffic, applied for one call so tracked flows end",
     };
+    let group =
+        find_or_create_group(ec2, vpc_id, role.name(), role.tag(), description, timeline).await?;
     let group_id = group.group_id().unwrap_or_default().to_owned();
     match role {
         Role::Isolation => {

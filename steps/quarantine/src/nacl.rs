@@ -44,14 +44,17 @@
 //! # Rule numbers and quota
 //!
 //! Rules are numbered from Cordon's range 1–99 (AWS's own default ACL rules are 100 and 101, and
-//! AWS recommends numbering in steps of 10 or 100, so the low numbers are rarely used): the lowest
-//! number that is free in that direction (numbers are unique per direction across IPv4 and IPv6,
-//! `NetworkAclEntryAlreadyExists`) **and** lower than every allow rule whose CIDR contains the
-//! address, since a lower allow rule would match first. A deny rule for exactly the address,
-//! all protocols, already below every such allow rule (an earlier run, another incident for the
-//! same instance, a responder) is reused, so reruns converge without duplicates. A number taken
-//! meanwhile by a concurrent execution (`NetworkAclEntryAlreadyExists`) is re-planned from a fresh
-//! describe, a bounded number of times.
+//! AWS recommends numbering in steps of 10 or 100, so most of these numbers are free): the
+//! **highest** number that is free in that direction (numbers are unique per direction across
+//! IPv4 and IPv6, `NetworkAclEntryAlreadyExists`) **and** lower than every allow rule whose CIDR
+//! contains the address, since a lower allow rule would match first. The highest, so that the
+//! numbers below a deny rule stay free: while a collection runs inside containment, the
+//! collection path's allow rules for the same address must come before it
+//! ([`crate::collection`]), and they take the highest free number below it. A deny rule for
+//! exactly the address, all protocols, already below every such allow rule (an earlier run,
+//! another incident for the same instance, a responder) is reused, so reruns converge without
+//! duplicates. A number taken meanwhile by a concurrent execution (`NetworkAclEntryAlreadyExists`)
+//! is re-planned from a fresh describe, a bounded number of times.
 //!
 //! "Rules per network ACL: 20 [...] the one-way quota for a single network ACL [...] enforced
 //! separately for IPv4 rules and IPv6 rules [...] includes the default deny rules", adjustable to
@@ -82,7 +85,7 @@ pub const RULE_RANGE: std::ops::RangeInclusive<i32> = 1..=99;
 /// re-reads the ACL and at least one of the writers that chose the same number wins, so N
 /// concurrent responses in one ACL need at most N rounds: 32 covers a burst in one VPC (the
 /// reserved concurrency keeps far fewer running at once).
-const MAX_ATTEMPTS: usize = 32;
+pub(crate) const MAX_ATTEMPTS: usize = 32;
 const ACTION: &str = actions::NACL_DENY;
 
 /// An IPv4 or IPv6 network in CIDR notation.
@@ -191,6 +194,8 @@ pub(crate) struct Entry {
     pub egress: bool,
     pub allow: bool,
     pub all_protocols: bool,
+    /// The port range of a TCP rule (protocol 6); `None` for any other rule.
+    pub tcp_ports: Option<(i32, i32)>,
     pub cidr: Option<Cidr>,
 }
 
@@ -201,6 +206,10 @@ impl Entry {
             egress: e.egress()?,
             allow: e.rule_action() == Some(&RuleAction::Allow),
             all_protocols: e.protocol() == Some("-1"),
+            tcp_ports: match (e.protocol(), e.port_range()) {
+                (Some("6"), Some(r)) => Some((r.from()?, r.to()?)),
+                _ => None,
+            },
             cidr: e.cidr_block().or(e.ipv6_cidr_block()).and_then(Cidr::parse),
         })
     }
@@ -240,7 +249,8 @@ pub(crate) fn slot(entries: &[Entry], egress: bool, cidr: &Cidr) -> Slot {
     }
     let used: BTreeSet<i32> = dir().map(|e| e.number).collect();
     RULE_RANGE
-        .take_while(|n| *n < first_allow)
+        .rev()
+        .skip_while(|n| *n >= first_allow)
         .find(|n| !used.contains(n))
         .map(Slot::Free)
         .unwrap_or(Slot::NoRoom {
@@ -248,7 +258,7 @@ pub(crate) fn slot(entries: &[Entry], egress: bool, cidr: &Cidr) -> Slot {
         })
 }
 
-fn direction(egress: bool) -> &'static str {
+pub(crate) fn direction(egress: bool) -> &'static str {
     if egress {
         "outbound"
     } else {
@@ -270,7 +280,7 @@ fn guarded_subnets(acl: &NetworkAcl, own: &str) -> Vec<String> {
     subnets
 }
 
-async fn describe_acls(
+pub(crate) async fn describe_acls(
     ec2: &aws_sdk_ec2::Client,
     vpc_id: Option<&str>,
     ids: &[String],
@@ -299,7 +309,7 @@ async fn describe_acls(
     Ok(acls)
 }
 
-fn entries_of(acl: &NetworkAcl) -> Vec<Entry> {
+pub(crate) fn entries_of(acl: &NetworkAcl) -> Vec<Entry> {
     acl.entries().iter().filter_map(Entry::from_sdk).collect()
 }
 
@@ -446,6 +456,7 @@ async fn deny_one(
                     egress,
                     allow: false,
                     all_protocols: true,
+                    tcp_ports: None,
                     cidr: Some(cidr),
                 });
                 timeline.record(ACTION, acl_id, Value::Null, after);
@@ -644,6 +655,7 @@ mod tests {
             egress,
             allow: true,
             all_protocols: true,
+            tcp_ports: None,
             cidr: Some(cidr(c)),
         }
     }
@@ -680,22 +692,22 @@ mod tests {
     }
 
     #[test]
-    fn the_first_free_number_goes_below_the_default_allow_rule() {
+    fn the_highest_free_number_goes_below_the_default_allow_rule() {
         let entries = default_acl();
-        assert_eq!(slot(&entries, false, &cidr("10.0.1.5/32")), Slot::Free(1));
+        assert_eq!(slot(&entries, false, &cidr("10.0.1.5/32")), Slot::Free(99));
         assert_eq!(
             slot(&entries, true, &cidr("2600:1f18::5/128")),
-            Slot::Free(1)
+            Slot::Free(99)
         );
     }
 
     #[test]
     fn numbers_are_unique_per_direction_across_families() {
         let mut entries = default_acl();
-        entries.push(deny(1, false, "2600:1f18::9/128")); // another instance's IPv6 rule
-        entries.push(deny(2, true, "10.0.9.9/32"));
-        assert_eq!(slot(&entries, false, &cidr("10.0.1.5/32")), Slot::Free(2));
-        assert_eq!(slot(&entries, true, &cidr("10.0.1.5/32")), Slot::Free(1));
+        entries.push(deny(99, false, "2600:1f18::9/128")); // another instance's IPv6 rule
+        entries.push(deny(98, true, "10.0.9.9/32"));
+        assert_eq!(slot(&entries, false, &cidr("10.0.1.5/32")), Slot::Free(98));
+        assert_eq!(slot(&entries, true, &cidr("10.0.1.5/32")), Slot::Free(99));
     }
 
     #[test]
@@ -707,15 +719,15 @@ mod tests {
             Slot::Present(7)
         );
         // Not in the other direction, and not for another address.
-        assert_eq!(slot(&entries, true, &cidr("10.0.1.5/32")), Slot::Free(1));
-        assert_eq!(slot(&entries, false, &cidr("10.0.1.6/32")), Slot::Free(1));
+        assert_eq!(slot(&entries, true, &cidr("10.0.1.5/32")), Slot::Free(99));
+        assert_eq!(slot(&entries, false, &cidr("10.0.1.6/32")), Slot::Free(99));
     }
 
     #[test]
     fn a_deny_behind_a_matching_allow_does_not_count() {
         let mut entries = default_acl();
         entries.push(deny(200, false, "10.0.1.5/32")); // after allow-all at 100: never reached
-        assert_eq!(slot(&entries, false, &cidr("10.0.1.5/32")), Slot::Free(1));
+        assert_eq!(slot(&entries, false, &cidr("10.0.1.5/32")), Slot::Free(99));
     }
 
     #[test]
@@ -730,8 +742,8 @@ mod tests {
             slot(&entries, false, &cidr("10.0.1.5/32")),
             Slot::NoRoom { before: 3 }
         );
-        let entries = vec![allow(5, false, "10.0.0.0/8"), deny(1, false, "1.1.1.1/32")];
-        assert_eq!(slot(&entries, false, &cidr("10.0.1.5/32")), Slot::Free(2));
+        let entries = vec![allow(5, false, "10.0.0.0/8"), deny(4, false, "1.1.1.1/32")];
+        assert_eq!(slot(&entries, false, &cidr("10.0.1.5/32")), Slot::Free(3));
     }
 
     #[test]
@@ -747,8 +759,8 @@ mod tests {
     }
 
     #[test]
-    fn an_acl_without_allow_rules_still_gets_the_lowest_free_number() {
+    fn an_acl_without_allow_rules_still_gets_the_highest_free_number() {
         let entries = vec![deny(32767, false, "0.0.0.0/0")];
-        assert_eq!(slot(&entries, false, &cidr("10.0.1.5/32")), Slot::Free(1));
+        assert_eq!(slot(&entries, false, &cidr("10.0.1.5/32")), Slot::Free(99));
     }
 }

@@ -894,10 +894,10 @@ async fn deny_rules_go_into_every_acl_that_guards_another_subnet() {
         assert_eq!(
             denies,
             vec![
-                (1, false, "10.0.1.10/32".to_owned()),
-                (1, true, "10.0.1.10/32".to_owned()),
-                (2, false, "10.0.1.11/32".to_owned()),
-                (2, true, "10.0.1.11/32".to_owned()),
+                (98, false, "10.0.1.11/32".to_owned()),
+                (98, true, "10.0.1.11/32".to_owned()),
+                (99, false, "10.0.1.10/32".to_owned()),
+                (99, true, "10.0.1.10/32".to_owned()),
             ],
             "{acl}"
         );
@@ -1015,7 +1015,7 @@ async fn a_rule_number_taken_meanwhile_is_planned_again() {
     let out = quarantine(&clients(&ec2, &elb), &incident()).await.unwrap();
     assert!(out.verified);
     let first = &out.network_acl.rules[0];
-    assert_eq!(first.rule_number, 2, "1 was taken by the other execution");
+    assert_eq!(first.rule_number, 98, "99 was taken by the other execution");
 }
 
 #[tokio::test]
@@ -1074,7 +1074,7 @@ async fn a_deny_rule_removed_behind_our_back_fails_verification() {
     assert_eq!(err.name(), "ContainmentNotVerified");
     assert!(
         err.to_string()
-            .contains("deny rule 1 for 10.0.1.10/32 is missing"),
+            .contains("deny rule 99 for 10.0.1.10/32 is missing"),
         "{err}"
     );
 }

@@ -2,24 +2,38 @@
 # shellcheck disable=SC2317 # the section functions are called indirectly (run_section NAME FUNCTION)
 # cordon-collection: OS-level forensic collection for a suspected compromised Linux EC2 instance.
 #
-# Sent unchanged by SSM Run Command (AWS-RunShellScript); its stdout/stderr go to S3. See README.md.
+# Sent unchanged by SSM Run Command (AWS-RunShellScript). See README.md.
 #
 # Guarantees (keep them when editing):
-#   * Read-only. It writes to stdout/stderr only; with memory capture on, it also writes the image into
-#     one directory it creates with mktemp and removes before it exits. It installs, downloads, starts,
-#     stops and changes nothing. (Reading files can still update their access times; see README.md.)
-#   * No interpolation of the request. It takes no arguments. Its only input is the environment
-#     variable CORDON_CAPTURE_MEMORY, compared literally with the string "1"; it is never evaluated,
-#     never expanded into a command and never printed.
-#   * Bounded. Every command runs under `timeout` (when the host has it) within a per-section time
-#     budget, and every command's output and every section's output are capped in size.
+#   * Read-only. It writes only into one working directory that it creates with mktemp (the memory
+#     image, the collection archive) and removes before it exits, also on INT/TERM/HUP. It installs,
+#     downloads, starts, stops and changes nothing. (Reading files can still update their access times.)
+#   * No interpolation of the request. It takes no arguments. Its only inputs are five environment
+#     variables that the sender sets to constants (README.md "Inputs"). Each is validated: "0"/"1"
+#     literally, integers by a regular expression before any arithmetic, URLs by an allow-list of
+#     characters. None is evaluated or expanded into a command. The two URLs are presigned S3 PUT URLs,
+#     i.e. bearer credentials until they expire: they are never printed, and curl reads them from a
+#     pipe (-K -), so they are not in any process's command line either.
+#   * Memory first (order of volatility): the memory image is captured and uploaded before any other
+#     section runs.
+#   * Bounded. The whole run fits in CORDON_BUDGET_SECONDS: memory in CORDON_MEMORY_BUDGET_SECONDS,
+#     then every section gets a share of what is left, minus a reserve for compressing and uploading.
+#     Every command runs under `timeout` (when the host has it) within its section's share, and every
+#     command's output and every section's output are capped in size.
 #   * Not fatal. A failed command is reported in its section and the script goes on (set -u, no set -e).
-#     Exit status is 0 whenever the collection ran, even with failed sections.
 #
-# Output: "===== section: NAME =====" ... "===== end-section: NAME status=ok|failed|truncated ... =====",
-# then one last line "cordon-collection: complete sections=N failed=M". Section content is sanitised:
-# control characters become "?", crypt(3) password hashes are redacted, and content lines that would
-# look like these structural lines are indented by two spaces.
+# Output. The collection is "===== section: NAME =====" ... "===== end-section: NAME
+# status=ok|failed|truncated ... =====", then "cordon-collection: complete sections=N failed=M". Section
+# content is sanitised: control characters become "?", crypt(3) password hashes are redacted, and content
+# lines that would look like structural or machine lines are indented by two spaces. With
+# CORDON_UPLOAD_COLLECTION_URL the collection goes gzipped to that URL and stdout carries only the machine
+# lines and the summary:
+#   CORDON_ARTIFACT name=<memory.lime|collection.txt.gz> sha256=<64 hex> bytes=<n>
+#   CORDON_GAP what=<memory|collection|upload> reason=<text to the end of the line>
+#   cordon-collection: complete sections=N failed=M
+# Without it (tests, manual use) the collection itself is printed on stdout, the machine lines between
+# its sections. Exit status: 1 when a collection URL was given and the archive was not uploaded, else 0;
+# 2 or 3 when the script cannot run at all (no bash >= 4; no head, sed or tr).
 
 # Plain POSIX sh up to the bash check, so that the script still starts when a runner uses `sh`.
 if [ -z "${BASH_VERSION:-}" ]; then
@@ -48,10 +62,26 @@ exec </dev/null
 readonly CORDON_VERSION=1
 readonly CMD_TIMEOUT=20                          # seconds for one command (capped by the section budget)
 readonly HASH_TIMEOUT=30                         # seconds for hashing one file
-readonly SECTION_BUDGET=60                       # seconds for one section
+readonly SECTION_BUDGET=60                       # seconds for one section (when the budget allows)
 readonly PROCESS_BUDGET=150                      # seconds for the processes section (hashing)
-readonly MEMORY_TIMEOUT=2400                     # seconds for AVML
-readonly MEMORY_HASH_TIMEOUT=900                 # seconds for hashing the memory image
+readonly TMP_FILES_BUDGET=120                    # seconds for the recent_tmp_files section
+# CORDON_BUDGET_SECONDS when unset or invalid: the script's share of the default 1,200 s collection budget
+# (cordon_common::collection::Budget: 1200 - 240 delivery - 60 upload margin).
+readonly DEFAULT_BUDGET=900
+readonly MIN_BUDGET=60
+readonly MAX_BUDGET=7200
+# Kept at the end of the budget for gzip and the collection upload (at most a quarter of the budget).
+readonly UPLOAD_RESERVE_MAX=30
+# Parts of the memory budget (percent, counted from its start) by which AVML, then its hash must be
+# done; the upload gets the rest. AVML writes the image at disk speed, the upload needs about as long.
+readonly MEMORY_AVML_PCT=45
+readonly MEMORY_HASH_PCT=60
+# S3 takes at most 5 GiB in one PUT ("Upload an object in a single operation ... up to 5 GB",
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/upload-objects.html); a larger image would need a
+# multipart upload, i.e. one presigned URL per part, which the sender does not provide.
+readonly S3_SINGLE_PUT_MAX_BYTES=$((5 * 1024 * 1024 * 1024))
+# Free space (KiB) wanted in the working directory beyond MemTotal, for the image.
+readonly MEMORY_SPACE_MARGIN_K=$((1024 * 1024))
 readonly CMD_MAX_BYTES=$((1024 * 1024))          # output of one command
 readonly SECTION_MAX_BYTES=$((4 * 1024 * 1024))  # output of one section
 readonly FILE_MAX_LINES=1000                     # lines shown of one configuration file
@@ -78,7 +108,18 @@ SECTIONS=0
 FAILED=0
 FAILS=0               # failures inside the current section (the section runs in a subshell)
 SECTION_DEADLINE=0
-MEM_TMP=''            # the only place the script writes to, created only for memory capture
+NOT_RUN=''            # sections not run because the budget was spent
+FAILED_NAMES=''       # sections that ended failed
+WORK_DIR=''           # the only place the script writes to (mktemp -d), created only when needed
+
+# Settings, from the environment (read_settings).
+BUDGET=$DEFAULT_BUDGET
+MEMORY_BUDGET=$((DEFAULT_BUDGET * 3 / 5))
+COLLECTION_URL=''     # presigned PUT URLs: bearer credentials, never printed
+MEMORY_URL=''
+COLLECTION_URL_STATE='unset'   # unset | valid | invalid
+MEMORY_URL_STATE='unset'
+SETTING_NOTES=()      # invalid settings, reported in the identity section
 
 # ---------------------------------------------------------------------------------------------------
 # Helpers (they run inside a section's subshell)
@@ -236,12 +277,13 @@ home_dirs() {
 }
 
 # Sanitise a section's output: control characters (except tab and newline) become "?", crypt(3) hashes
-# are redacted, lines that look like structural markers are indented, the output ends with a newline.
+# are redacted, lines that look like structural markers or machine lines (CORDON_ARTIFACT, CORDON_GAP)
+# are indented, the output ends with a newline.
 # shellcheck disable=SC1003,SC2016 # sed's '$a\' and a literal '$' in a regular expression
 sanitize() {
   tr '\000-\010\013-\037\177' '?' | sed -E \
     -e 's#\$(1|2[abxy]|5|6|7|y|gy|sha1|md5)\$[./A-Za-z0-9$=,+-]*#[REDACTED-CRYPT-HASH]#g' \
-    -e 's#^(=====|cordon-collection:)#  \1#' \
+    -e 's#^(=====|cordon-collection:|CORDON_)#  \1#' \
     -e '$a\'
 }
 
@@ -270,6 +312,8 @@ sec_identity() {
     if [ -r "/sys/devices/virtual/dmi/id/$f" ]; then show_file "/sys/devices/virtual/dmi/id/$f"; fi
   done
   note "collector: cordon-collection version=$CORDON_VERSION bash=$BASH_VERSION pid=$$ euid=$EUID timeout=$HAVE_TIMEOUT"
+  note "budget: ${BUDGET}s in all, ${MEMORY_BUDGET}s for memory; collection upload: $COLLECTION_URL_STATE; memory upload: $MEMORY_URL_STATE"
+  for f in ${SETTING_NOTES[@]+"${SETTING_NOTES[@]}"}; do note "setting: $f"; done
   try id
   return $((FAILS > 0))
 }
@@ -682,57 +726,283 @@ sec_packages() {
   return $((FAILS > 0))
 }
 
-sec_memory() {
-  local img avail mem sha size
+# ---------------------------------------------------------------------------------------------------
+# Memory (the first section)
+
+MEM_SKIP=''      # why memory is not captured ('' when it is)
+MEM_TOTAL_K=0
+
+# Sets MEM_SKIP when memory is not to be captured. Runs in the main shell (it may create WORK_DIR).
+memory_precheck() {
+  local avail
+  MEM_SKIP=''
   if [ -z "${CORDON_CAPTURE_MEMORY+x}" ]; then
-    echo "skipped: memory capture not requested (CORDON_CAPTURE_MEMORY is unset)"
-    return 0
+    MEM_SKIP='memory capture not requested (CORDON_CAPTURE_MEMORY is unset)'
+    return
+  fi
+  if [ "$CORDON_CAPTURE_MEMORY" = "0" ]; then
+    MEM_SKIP='memory capture not requested (CORDON_CAPTURE_MEMORY=0)'
+    return
   fi
   if [ "$CORDON_CAPTURE_MEMORY" != "1" ]; then
-    echo "skipped: memory capture not requested (CORDON_CAPTURE_MEMORY is set but is not exactly 1)"
-    return 0
+    MEM_SKIP='memory capture not requested (CORDON_CAPTURE_MEMORY is set but is neither 0 nor 1)'
+    return
   fi
-  if ! have avml; then echo "skipped: avml is not on PATH (nothing is installed or downloaded)"; return 0; fi
-  if [ "$EUID" -ne 0 ]; then echo "skipped: memory capture needs root"; return 0; fi
-  if [ -z "$MEM_TMP" ] || [ ! -d "$MEM_TMP" ]; then echo "skipped: no temporary directory could be created"; return 0; fi
-  mem=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo 2>/dev/null)
-  avail=$(df -Pk -- "$MEM_TMP" 2>/dev/null | awk 'NR == 2 { print $4 }')
-  case "$mem:$avail" in
-    *[!0-9:]* | :* | *:)
-      echo "skipped: cannot determine memory size or free disk space"
-      return 0
-      ;;
+  case $MEMORY_URL_STATE in
+    unset) MEM_SKIP='no upload URL for the image (CORDON_UPLOAD_MEMORY_URL is unset): an image that cannot be kept is not taken'; return ;;
+    invalid) MEM_SKIP='CORDON_UPLOAD_MEMORY_URL is not an http(s) URL of URL-safe characters'; return ;;
   esac
-  if [ "$avail" -lt $((mem + 1048576)) ]; then
-    echo "skipped: not enough free space in $MEM_TMP (${avail} KiB free, need MemTotal ${mem} KiB + 1 GiB)"
+  if ! have avml; then MEM_SKIP='avml is not on PATH (nothing is installed or downloaded)'; return; fi
+  if [ "$EUID" -ne 0 ]; then MEM_SKIP='memory capture needs root'; return; fi
+  if ! have curl; then MEM_SKIP='curl is not on PATH (needed to upload the image)'; return; fi
+  if [ "$HAVE_TIMEOUT" != 1 ]; then MEM_SKIP='coreutils timeout is not on PATH (avml could not be held to the budget)'; return; fi
+  if [ "$HAVE_SHA256SUM" != 1 ]; then MEM_SKIP='sha256sum is not on PATH'; return; fi
+  if ! have awk || ! have df; then MEM_SKIP='awk or df is not on PATH (memory size and free space unknown)'; return; fi
+  MEM_TOTAL_K=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo 2>/dev/null)
+  case $MEM_TOTAL_K in '' | *[!0-9]*) MEM_SKIP='cannot read MemTotal from /proc/meminfo'; return ;; esac
+  # An image is about the size of physical memory: refuse before writing gigabytes to the disk.
+  if [ "$((MEM_TOTAL_K * 1024))" -gt "$S3_SINGLE_PUT_MAX_BYTES" ]; then
+    MEM_SKIP="too large: MemTotal is ${MEM_TOTAL_K} KiB, and an image over 5 GiB cannot be uploaded in one PUT"
+    return
+  fi
+  if ! make_work_dir; then MEM_SKIP='no working directory could be created in /var/tmp or /tmp'; return; fi
+  avail=$(df -Pk -- "$WORK_DIR" 2>/dev/null | awk 'NR == 2 { print $4 }')
+  case $avail in '' | *[!0-9]*) MEM_SKIP="cannot determine the free space in $WORK_DIR"; return ;; esac
+  if [ "$avail" -lt $((MEM_TOTAL_K + MEMORY_SPACE_MARGIN_K)) ]; then
+    MEM_SKIP="not enough free space in $WORK_DIR (${avail} KiB free, need MemTotal ${MEM_TOTAL_K} KiB + 1 GiB)"
+  fi
+}
+
+# The memory section: capture with AVML, hash, upload, delete. The machine line (CORDON_ARTIFACT or
+# CORDON_GAP) goes to $WORK_DIR/memory.result; the main shell prints it after the section.
+sec_memory() {
+  local img="$WORK_DIR/memory.lime" result="$WORK_DIR/memory.result" start secs rc size sha t0
+  if [ -n "$MEM_SKIP" ]; then
+    echo "skipped: $MEM_SKIP"
     return 0
   fi
-  img="$MEM_TMP/memory.lime"
-  note "capturing memory with $(command -v avml) into $img (MemTotal ${mem} KiB)"
-  if ! exec_bounded "$MEMORY_TIMEOUT" avml "$img"; then
-    note "failed: avml did not complete"
-    fail
-  elif [ ! -f "$img" ]; then
-    note "failed: avml reported success but wrote no image"
-    fail
-  else
-    size=$(stat -c %s -- "$img" 2>/dev/null)
-    SECTION_DEADLINE=$((SECONDS + MEMORY_HASH_TIMEOUT))
-    hash_file "$img" "$MEMORY_HASH_TIMEOUT"
-    sha=$HASH
-    echo "memory image: file=$img size=${size:-?} format=lime sha256=$sha"
-    case $sha in not-hashed:*) fail ;; esac
+  start=$((SECTION_DEADLINE - MEMORY_BUDGET))
+  note "capturing memory with $(command -v avml) into $img (MemTotal ${MEM_TOTAL_K} KiB; ${MEMORY_BUDGET}s for avml, hash and upload)"
+  secs=$((start + MEMORY_BUDGET * MEMORY_AVML_PCT / 100 - SECONDS))
+  if [ "$secs" -lt 1 ]; then memory_gap "memory budget spent before avml could start"; return 1; fi
+  t0=$SECONDS
+  rc=0
+  exec_bounded "$secs" avml "$img" || rc=$?
+  if [ "$rc" = 124 ]; then memory_gap "avml timed out after ${secs}s"; return 1; fi
+  if [ "$rc" != 0 ]; then memory_gap "avml failed (exit status $rc)"; return 1; fi
+  if [ ! -f "$img" ] || [ -L "$img" ] || [ ! -s "$img" ]; then memory_gap "avml reported success but wrote no image"; return 1; fi
+  size=$(stat -c %s -- "$img" 2>/dev/null)
+  case $size in '' | *[!0-9]*) memory_gap "cannot read the image size"; return 1 ;; esac
+  note "avml: image of $size bytes in $((SECONDS - t0))s"
+  if [ "$size" -gt "$S3_SINGLE_PUT_MAX_BYTES" ]; then
+    memory_gap "too large: the image is $size bytes, and more than 5 GiB cannot be uploaded in one PUT"
+    return 1
   fi
-  echo "note: uploading is not done by this script; the image is deleted before the script exits (now)"
+  secs=$((start + MEMORY_BUDGET * MEMORY_HASH_PCT / 100 - SECONDS))
+  if [ "$secs" -lt 1 ]; then memory_gap "memory budget spent before the image could be hashed"; return 1; fi
+  if ! sha=$(timeout -k 2 "$secs" sha256sum -- "$img" 2>/dev/null); then
+    memory_gap "sha256sum of the image failed or timed out after ${secs}s"
+    return 1
+  fi
+  sha=${sha%% *}
+  note "memory image: bytes=$size sha256=$sha"
+  t0=$SECONDS
+  if ! upload "$img" "$MEMORY_URL" "$((SECTION_DEADLINE - SECONDS))"; then
+    memory_gap "$UPLOAD_ERR"
+    return 1
+  fi
+  note "uploaded in $((SECONDS - t0))s; the image is deleted now"
   rm -f -- "$img"
-  rmdir -- "$MEM_TMP" 2>/dev/null || true
-  return $((FAILS > 0))
+  printf 'CORDON_ARTIFACT name=memory.lime sha256=%s bytes=%s\n' "$sha" "$size" >"$result"
+  return 0
+}
+
+# memory_gap REASON: note it, count it, record the machine line, delete the image.
+memory_gap() {
+  note "failed: $1"
+  fail
+  printf 'CORDON_GAP what=memory reason=%s\n' "$1" >"$WORK_DIR/memory.result"
+  rm -f -- "$WORK_DIR/memory.lime"
+  note "the image (if any) is deleted"
+}
+
+# The machine line for memory, printed by the main shell after the memory section.
+memory_line() {
+  local line=''
+  if [ -n "$MEM_SKIP" ]; then
+    emit "CORDON_GAP what=memory reason=$MEM_SKIP"
+    return
+  fi
+  if [ -f "$WORK_DIR/memory.result" ]; then
+    IFS= read -r line <"$WORK_DIR/memory.result"
+    rm -f -- "$WORK_DIR/memory.result" "$WORK_DIR/memory.lime"
+  fi
+  case $line in
+    'CORDON_ARTIFACT name=memory.lime sha256='* | 'CORDON_GAP what=memory reason='*) emit "$line" ;;
+    *) emit "CORDON_GAP what=memory reason=the capture did not complete within its budget" ;;
+  esac
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Settings, working directory, upload
+
+# valid_int VALUE MIN MAX: sets INT when VALUE is a decimal integer in MIN..MAX. The regular expression
+# comes first: bash arithmetic on an unchecked string can run commands (a[$(...)]).
+INT=0
+valid_int() {
+  [[ $1 =~ ^[0-9]{1,6}$ ]] || return 1
+  INT=$((10#$1))
+  [ "$INT" -ge "$2" ] && [ "$INT" -le "$3" ]
+}
+
+# valid_url VALUE: http(s) and only URL-safe characters (RFC 3986 unreserved, reserved and "%"): no
+# space, quote, backslash, backquote, brace, bracket or control character.
+readonly URL_RE='^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~:/?#@!$&'"'"'()*+,;=%-]*$'
+valid_url() { [ "${#1}" -le 8192 ] && [[ $1 =~ $URL_RE ]]; }
+
+read_settings() {
+  if [ -n "${CORDON_BUDGET_SECONDS+x}" ]; then
+    if valid_int "$CORDON_BUDGET_SECONDS" "$MIN_BUDGET" "$MAX_BUDGET"; then
+      BUDGET=$INT
+    else
+      SETTING_NOTES+=("CORDON_BUDGET_SECONDS is not an integer in $MIN_BUDGET..$MAX_BUDGET; ${DEFAULT_BUDGET}s is used")
+    fi
+  fi
+  MEMORY_BUDGET=$((BUDGET * 3 / 5))
+  if [ -n "${CORDON_MEMORY_BUDGET_SECONDS+x}" ]; then
+    if valid_int "$CORDON_MEMORY_BUDGET_SECONDS" 10 "$((BUDGET - 10))"; then
+      MEMORY_BUDGET=$INT
+    else
+      SETTING_NOTES+=("CORDON_MEMORY_BUDGET_SECONDS is not an integer in 10..$((BUDGET - 10)); ${MEMORY_BUDGET}s is used")
+    fi
+  fi
+  if [ -n "${CORDON_UPLOAD_COLLECTION_URL+x}" ]; then
+    if valid_url "$CORDON_UPLOAD_COLLECTION_URL"; then
+      COLLECTION_URL=$CORDON_UPLOAD_COLLECTION_URL
+      COLLECTION_URL_STATE=valid
+    else
+      COLLECTION_URL_STATE=invalid
+    fi
+  fi
+  if [ -n "${CORDON_UPLOAD_MEMORY_URL+x}" ]; then
+    if valid_url "$CORDON_UPLOAD_MEMORY_URL"; then
+      MEMORY_URL=$CORDON_UPLOAD_MEMORY_URL
+      MEMORY_URL_STATE=valid
+    else
+      MEMORY_URL_STATE=invalid
+    fi
+  fi
+  # The URLs stay in shell variables only: no command the script runs inherits them.
+  unset -v CORDON_UPLOAD_COLLECTION_URL CORDON_UPLOAD_MEMORY_URL
+}
+
+# Creates WORK_DIR once: /var/tmp first, because /tmp is often RAM-backed and cannot hold an image of RAM.
+make_work_dir() {
+  local base
+  if [ -n "$WORK_DIR" ]; then return 0; fi
+  have mktemp || return 1
+  for base in /var/tmp /tmp; do
+    if [ -d "$base" ] && [ ! -L "$base" ]; then
+      WORK_DIR=$(mktemp -d "$base/cordon-work.XXXXXXXX" 2>/dev/null) && return 0
+      WORK_DIR=''
+    fi
+  done
+  return 1
+}
+
+# emit LINE: a machine line or the summary, on the command's stdout (fd 3), never in the collection.
+emit() { printf '%s\n' "$1" >&3; }
+
+# content_md5 FILE: the base64 of FILE's MD5 digest (RFC 1864), for the Content-MD5 header.
+content_md5() {
+  local hex bin='' i
+  hex=$(md5sum -- "$1" 2>/dev/null) || return 1
+  hex=${hex%% *}
+  [[ $hex =~ ^[0-9a-f]{32}$ ]] || return 1
+  for ((i = 0; i < 32; i += 2)); do bin+="\\x${hex:i:2}"; done
+  # shellcheck disable=SC2059 # the format is only \xHH escapes of the checked hex digest
+  printf "$bin" | base64
+}
+
+# upload FILE URL SECONDS: one PUT of FILE to a presigned URL; sets UPLOAD_ERR on failure.
+# -q (first) ignores any .curlrc on this host; the URL comes on a pipe (-K -) so that it is in no
+# command line; -g: no globbing of the URL; --proto: http(s) only; no -L: no redirects. The one
+# header added is Content-MD5: the evidence bucket has Object Lock with a default retention, and S3
+# refuses a PUT that gets a retention period without Content-MD5 or an x-amz-checksum-* header
+# ("Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock
+# parameters", https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock.html); an
+# x-amz-* header would have to be signed into the URL, a standard header need not be (SigV4 query
+# authentication signs the host header alone,
+# https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html), and S3 checks the
+# digest against the bytes it receives (BadDigest otherwise). curl's messages are discarded: they can
+# name the URL.
+UPLOAD_ERR=''
+upload() {
+  local file=$1 url=$2 secs=$3 code md5 rc=0
+  UPLOAD_ERR=''
+  if [ "$secs" -lt 1 ]; then UPLOAD_ERR='upload failed: no time left in the budget'; return 1; fi
+  if ! md5=$(content_md5 "$file"); then
+    UPLOAD_ERR='upload failed: cannot compute the Content-MD5 that S3 Object Lock requires (md5sum and base64 are needed)'
+    return 1
+  fi
+  code=$(printf 'url = "%s"\n' "$url" | curl -q -sS -g --fail --proto '=http,https' -X PUT -T "$file" -H "Content-MD5: $md5" \
+    --connect-timeout "$((secs < 30 ? secs : 30))" --max-time "$secs" -o /dev/null -w '%{http_code}' -K - 2>/dev/null) || rc=$?
+  case $code in [0-9][0-9][0-9]) ;; *) code='none' ;; esac
+  case $rc in
+    0) return 0 ;;
+    22) UPLOAD_ERR="upload failed: HTTP $code" ;;
+    28) UPLOAD_ERR="upload failed: timed out after ${secs}s" ;;
+    6) UPLOAD_ERR='upload failed: could not resolve the host' ;;
+    7) UPLOAD_ERR='upload failed: could not connect' ;;
+    35 | 51 | 53 | 54 | 58 | 59 | 60 | 77 | 80 | 82 | 83 | 90 | 91) UPLOAD_ERR="upload failed: TLS error (curl exit status $rc)" ;;
+    *) UPLOAD_ERR="upload failed: curl exit status $rc (HTTP $code)" ;;
+  esac
+  return 1
+}
+
+# Why the collection cannot be uploaded ('' when it can). May create WORK_DIR.
+COLLECTION_SKIP=''
+collection_precheck() {
+  COLLECTION_SKIP=''
+  if [ "$COLLECTION_URL_STATE" = invalid ]; then COLLECTION_SKIP='CORDON_UPLOAD_COLLECTION_URL is not an http(s) URL of URL-safe characters'; return; fi
+  if ! have curl; then COLLECTION_SKIP='curl is not on PATH'; return; fi
+  if ! have gzip; then COLLECTION_SKIP='gzip is not on PATH'; return; fi
+  if [ "$HAVE_SHA256SUM" != 1 ]; then COLLECTION_SKIP='sha256sum is not on PATH'; return; fi
+  if ! make_work_dir; then COLLECTION_SKIP='no working directory could be created in /var/tmp or /tmp'; return; fi
+  if ! : 2>/dev/null >"$WORK_DIR/collection.txt"; then COLLECTION_SKIP="cannot write in $WORK_DIR"; fi
+}
+
+# Compresses and uploads the collection; prints the machine line. Returns 1 when it was not uploaded.
+upload_collection() {
+  local txt="$WORK_DIR/collection.txt" gz="$WORK_DIR/collection.txt.gz" secs sha size
+  # What is left of the budget, but at least 15 s: the sender keeps a minute between the script's
+  # budget and SSM's execution timeout for this upload.
+  secs=$((START + BUDGET - SECONDS))
+  if [ "$secs" -lt 15 ]; then secs=15; fi
+  if ! timeout -k 2 "$secs" gzip -c -n -- "$txt" >"$gz" 2>/dev/null; then
+    emit "CORDON_GAP what=upload reason=gzip of the collection failed or timed out after ${secs}s"
+    return 1
+  fi
+  rm -f -- "$txt"
+  if ! sha=$(timeout -k 2 "$secs" sha256sum -- "$gz" 2>/dev/null); then
+    emit "CORDON_GAP what=upload reason=sha256sum of the archive failed or timed out"
+    return 1
+  fi
+  sha=${sha%% *}
+  size=$(stat -c %s -- "$gz" 2>/dev/null)
+  secs=$((START + BUDGET - SECONDS))
+  if [ "$secs" -lt 15 ]; then secs=15; fi
+  if ! upload "$gz" "$COLLECTION_URL" "$secs"; then
+    emit "CORDON_GAP what=upload reason=$UPLOAD_ERR"
+    return 1
+  fi
+  emit "CORDON_ARTIFACT name=collection.txt.gz sha256=$sha bytes=$size"
 }
 
 # ---------------------------------------------------------------------------------------------------
 # Driver
 
-# run_section NAME FUNCTION BUDGET_SECONDS
+# run_section NAME FUNCTION BUDGET_SECONDS (0: not run, the budget is spent)
 run_section() {
   local name=$1 fn=$2 budget=$3 start st status
   SECTIONS=$((SECTIONS + 1))
@@ -740,7 +1010,15 @@ run_section() {
   start=$SECONDS
   SECTION_DEADLINE=$((SECONDS + budget))
   printf '===== section: %s =====\n' "$name"
-  "$fn" 2>&1 | sanitize | head -c "$SECTION_MAX_BYTES"
+  if [ "$budget" -lt 1 ]; then
+    printf -- '--- not run: the collection time budget (%ss) is spent\n' "$BUDGET"
+    printf '===== end-section: %s status=failed elapsed=0s =====\n' "$name"
+    FAILED=$((FAILED + 1))
+    NOT_RUN+="$name "
+    return
+  fi
+  # fd 3 (the command's stdout) is closed for the section: only the main shell prints machine lines.
+  "$fn" 2>&1 3>&- | sanitize | head -c "$SECTION_MAX_BYTES"
   st=("${PIPESTATUS[@]}")
   if [ "${st[0]}" = 0 ]; then
     status=ok
@@ -750,61 +1028,120 @@ run_section() {
   else
     status=failed
     FAILED=$((FAILED + 1))
+    # (memory reports its own CORDON_GAP line)
+    if [ "$name" != memory ]; then FAILED_NAMES+="$name "; fi
   fi
   printf '===== end-section: %s status=%s elapsed=%ss =====\n' "$name" "$status" "$((SECONDS - start))"
 }
 
+# The sections after memory, NAME:FUNCTION:SECONDS, SECONDS being the most a section gets.
+readonly SECTION_PLAN=(
+  "identity:sec_identity:$SECTION_BUDGET"
+  "processes:sec_processes:$PROCESS_BUDGET"
+  "network:sec_network:$SECTION_BUDGET"
+  "logins:sec_logins:$SECTION_BUDGET"
+  "kernel_modules:sec_kernel_modules:$SECTION_BUDGET"
+  "cron:sec_cron:$SECTION_BUDGET"
+  "systemd:sec_systemd:$SECTION_BUDGET"
+  "shell_histories:sec_shell_histories:$SECTION_BUDGET"
+  "recent_tmp_files:sec_recent_tmp_files:$TMP_FILES_BUDGET"
+  "accounts:sec_accounts:$SECTION_BUDGET"
+  "sudoers:sec_sudoers:$SECTION_BUDGET"
+  "ssh:sec_ssh:$SECTION_BUDGET"
+  "packages:sec_packages:$SECTION_BUDGET"
+)
+
+# run_sections END: runs the plan so that it ends by SECONDS=END. Each section gets its usual maximum
+# or, when what is left does not cover the maxima of the sections still to run, a proportional share
+# of what is left; time a section does not use goes to the ones after it.
+run_sections() {
+  local end=$1 entry name fn want share rest=0 left
+  for entry in "${SECTION_PLAN[@]}"; do rest=$((rest + ${entry##*:})); done
+  for entry in "${SECTION_PLAN[@]}"; do
+    name=${entry%%:*}
+    fn=${entry#*:}
+    fn=${fn%%:*}
+    want=${entry##*:}
+    left=$((end - SECONDS))
+    if [ "$left" -lt 1 ]; then
+      share=0
+    else
+      share=$((left * want / rest))
+      if [ "$share" -gt "$want" ]; then share=$want; fi
+    fi
+    rest=$((rest - want))
+    run_section "$name" "$fn" "$share"
+  done
+}
+
 cleanup() {
-  case $MEM_TMP in
-    /tmp/cordon-mem.* | /var/tmp/cordon-mem.*)
-      if [ -d "$MEM_TMP" ]; then rm -rf -- "$MEM_TMP"; fi
+  case $WORK_DIR in
+    /tmp/cordon-work.* | /var/tmp/cordon-work.*)
+      if [ -d "$WORK_DIR" ]; then rm -rf -- "$WORK_DIR"; fi
       ;;
   esac
 }
 
 on_signal() {
   cleanup
-  printf '\ncordon-collection: interrupted sections=%d failed=%d\n' "$SECTIONS" "$FAILED"
+  printf 'cordon-collection: interrupted sections=%d failed=%d\n' "$SECTIONS" "$FAILED" >&3
   exit 130
 }
 
-prepare_memory_dir() {
-  local base
-  [ "${CORDON_CAPTURE_MEMORY-}" = "1" ] || return 0
-  have avml || return 0
-  have mktemp || return 0
-  [ "$EUID" -eq 0 ] || return 0
-  # /var/tmp first: /tmp is often RAM-backed, which cannot hold an image of RAM.
-  for base in /var/tmp /tmp; do
-    if [ -d "$base" ] && [ ! -L "$base" ]; then
-      MEM_TMP=$(mktemp -d "$base/cordon-mem.XXXXXXXX" 2>/dev/null) && return 0
-      MEM_TMP=''
-    fi
-  done
-}
-
 main() {
+  local summary rc=0 reserve=0
+  exec 3>&1
   trap cleanup EXIT
   trap on_signal INT TERM HUP
+  START=$SECONDS
+  read_settings
+  # Where the collection goes: stdout (no URL), the working directory (then uploaded), or nowhere
+  # (a URL was given but the upload cannot work: the sections are not run, since their output could
+  # not be kept; it is not printed either, because SSM keeps command output for anyone allowed to read
+  # the account's command history).
+  local mode=stdout
+  if [ "$COLLECTION_URL_STATE" != unset ]; then
+    collection_precheck
+    if [ -z "$COLLECTION_SKIP" ]; then
+      mode=upload
+      exec >"$WORK_DIR/collection.txt"
+      reserve=$((BUDGET / 4 < UPLOAD_RESERVE_MAX ? BUDGET / 4 : UPLOAD_RESERVE_MAX))
+    else
+      mode=none
+      exec >/dev/null
+      emit "CORDON_GAP what=upload reason=$COLLECTION_SKIP"
+    fi
+  fi
+  memory_precheck
   printf '===== cordon-collection: start version=%s utc=%s =====\n' "$CORDON_VERSION" "$(date -u '+%Y-%m-%dT%H:%M:%SZ' 2>/dev/null)"
-  run_section identity sec_identity "$SECTION_BUDGET"
-  run_section processes sec_processes "$PROCESS_BUDGET"
-  run_section network sec_network "$SECTION_BUDGET"
-  run_section logins sec_logins "$SECTION_BUDGET"
-  run_section kernel_modules sec_kernel_modules "$SECTION_BUDGET"
-  run_section cron sec_cron "$SECTION_BUDGET"
-  run_section systemd sec_systemd "$SECTION_BUDGET"
-  run_section shell_histories sec_shell_histories "$SECTION_BUDGET"
-  run_section recent_tmp_files sec_recent_tmp_files "$((SECTION_BUDGET + 60))"
-  run_section accounts sec_accounts "$SECTION_BUDGET"
-  run_section sudoers sec_sudoers "$SECTION_BUDGET"
-  run_section ssh sec_ssh "$SECTION_BUDGET"
-  run_section packages sec_packages "$SECTION_BUDGET"
-  prepare_memory_dir
-  run_section memory sec_memory "$((MEMORY_TIMEOUT + MEMORY_HASH_TIMEOUT + 60))"
+  # Memory first (order of volatility): nothing else has run on the host yet.
+  if [ -n "$MEM_SKIP" ]; then
+    run_section memory sec_memory 1
+  else
+    run_section memory sec_memory "$MEMORY_BUDGET"
+  fi
+  memory_line
+  if [ "$mode" != none ]; then
+    run_sections "$((START + BUDGET - reserve))"
+  fi
+  if [ -n "$NOT_RUN" ]; then emit "CORDON_GAP what=collection reason=not run, the time budget was spent: ${NOT_RUN% }"; fi
+  if [ -n "$FAILED_NAMES" ]; then emit "CORDON_GAP what=collection reason=sections failed (details in the collection): ${FAILED_NAMES% }"; fi
+  summary=$(printf 'cordon-collection: complete sections=%d failed=%d' "$SECTIONS" "$FAILED")
+  printf '%s\n' "$summary"
+  case $mode in
+    upload)
+      exec >&3
+      upload_collection || rc=1
+      emit "$summary"
+      ;;
+    none)
+      exec >&3
+      rc=1
+      emit "$summary"
+      ;;
+  esac
   cleanup
-  printf 'cordon-collection: complete sections=%d failed=%d\n' "$SECTIONS" "$FAILED"
-  exit 0
+  exit "$rc"
 }
 
 main

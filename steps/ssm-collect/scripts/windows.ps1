@@ -1,24 +1,35 @@
 # cordon-collection: OS-level forensic collection for a suspected compromised Windows EC2 instance.
 #
-# Sent unchanged by SSM Run Command (AWS-RunPowerShellScript); its output goes to S3. See README.md.
+# Sent unchanged by SSM Run Command (AWS-RunPowerShellScript). See README.md.
 #
 # Guarantees (keep them when editing):
-#   * Read-only. It only reads (CIM/WMI queries, event logs, the registry, files) and writes to its own
-#     output. It installs, downloads, starts, stops and changes nothing. It never queries Win32_Product
-#     (that class triggers MSI consistency checks and repairs); installed programs come from the
-#     registry's Uninstall keys.
-#   * No interpolation of the request. It takes no parameters. Its only input is the environment
-#     variable CORDON_CAPTURE_MEMORY, compared literally (case-sensitively) with the string "1"; it is
-#     never evaluated and never printed.
-#   * Bounded. Each section runs in a background job with a time limit (in-process, with its own
+#   * Read-only. It only reads (CIM/WMI queries, event logs, the registry, files) and writes into one
+#     working directory of its own under the temporary directory (the memory image, the collection
+#     archive), which it removes before it exits. It installs, downloads, starts, stops and changes
+#     nothing (except what a memory tool that is already present does: WinPmem loads its driver for the
+#     capture and unloads it). It never queries Win32_Product (that class triggers MSI consistency checks
+#     and repairs); installed programs come from the registry's Uninstall keys.
+#   * No interpolation of the request. It takes no parameters. Its only inputs are five environment
+#     variables that the sender sets to constants (README.md "Inputs"): CORDON_CAPTURE_MEMORY compared
+#     literally (case-sensitively) with "0" and "1", the budgets matched against ^[0-9]{1,6}\z before
+#     conversion, the two presigned URLs against an allow-list of URL-safe characters. Nothing is
+#     evaluated; the URLs (bearer credentials until they expire) are never printed.
+#   * Memory first (order of volatility), when a memory tool is present.
+#   * Bounded. The whole run fits in CORDON_BUDGET_SECONDS: memory in CORDON_MEMORY_BUDGET_SECONDS, then
+#     each section runs in a background job with a share of what is left (in-process, with its own
 #     deadline checks, if jobs are unavailable) and its output is capped in size.
-#   * Not fatal. A failed step is reported in its section; the script goes on and exits 0 whenever the
-#     collection ran.
+#   * Not fatal. A failed step is reported in its section; the script goes on.
 #
 # Output: "===== section: NAME =====" ... "===== end-section: NAME status=ok|failed|truncated ... =====",
 # then one last line "cordon-collection: complete sections=N failed=M". Section content is sanitised the
 # same way as linux.sh: control characters become "?", crypt(3)-style hashes are redacted, and content
-# lines that would look like these structural lines are indented by two spaces.
+# lines that would look like structural or machine lines are indented by two spaces. With
+# CORDON_UPLOAD_COLLECTION_URL the collection goes gzipped to that URL and stdout carries only
+#   CORDON_ARTIFACT name=<memory.lime|collection.txt.gz> sha256=<64 hex> bytes=<n>
+#   CORDON_GAP what=<memory|collection|upload> reason=<text to the end of the line>
+#   cordon-collection: complete sections=N failed=M
+# Without it the collection itself is printed, the machine lines between its sections. Exit status 1
+# when a collection URL was given and the archive was not uploaded, else 0 (2: PowerShell < 3).
 
 if ($PSVersionTable.PSVersion.Major -lt 3) {
     [Console]::Error.WriteLine('cordon-collection: cannot run: PowerShell 3.0 or later is required')
@@ -34,7 +45,26 @@ $ConfirmPreference = 'None'
 $CordonVersion = 1
 $SectionTimeoutSeconds = 120
 $ProcessTimeoutSeconds = 240
+$TmpFilesTimeoutSeconds = 180
 $SectionMaxChars = 4194304
+# CORDON_BUDGET_SECONDS when unset or invalid: the script's share of the default 1,200 s collection
+# budget (cordon_common::collection::Budget: 1200 - 240 delivery - 60 upload margin).
+$DefaultBudget = 900
+$MinBudget = 60
+$MaxBudget = 7200
+$UploadReserveMax = 30
+# Parts of the memory budget (percent) by which the capture must be done; hash and upload get the rest.
+$MemoryCapturePct = 50
+# S3 takes at most 5 GiB in one PUT ("Upload an object in a single operation ... up to 5 GB",
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/upload-objects.html); a larger image would need a
+# multipart upload, i.e. one presigned URL per part, which the sender does not provide.
+$S3SinglePutMaxBytes = 5GB
+# Free space wanted for the image beyond the size of physical memory.
+$MemorySpaceMarginBytes = 1GB
+# WinPmem's standalone imager writes a raw image to the path it is given ("winpmem_mini_x64.exe
+# physmem.raw", https://github.com/Velocidex/WinPmem). Looked for on PATH, then in this fixed folder.
+$MemoryToolNames = @('winpmem_mini_x64_rc2.exe', 'winpmem_mini_x64.exe', 'winpmem.exe')
+$MemoryToolDir = Join-Path $env:ProgramFiles 'WinPmem'
 
 $script:SectionCount = 0
 $script:FailedCount = 0
@@ -580,13 +610,34 @@ $SecInstalledPrograms = {
 # ---------------------------------------------------------------------------------------------------
 # Driver
 
-function Emit([string]$Line) { [Console]::Out.WriteLine($Line) }
+$script:Out = [Console]::Out   # the collection: stdout, the archive's text file, or nowhere
+$script:Clock = [Diagnostics.Stopwatch]::StartNew()
+$script:FailedNames = @()
+$script:NotRun = @()
+$script:WorkDir = $null
+$script:Budget = $DefaultBudget
+$script:MemoryBudget = [int][Math]::Floor($DefaultBudget * 3 / 5)
+$script:CollectionUrl = $null   # presigned PUT URLs: bearer credentials, never printed
+$script:MemoryUrl = $null
+$script:CollectionUrlState = 'unset'
+$script:MemoryUrlState = 'unset'
+$script:SettingNotes = @()
+$script:ExitCode = 0
 
-# Control characters become "?", crypt(3)-style hashes are redacted, marker look-alikes are indented.
+function Emit([string]$Line) { $script:Out.WriteLine($Line) }
+
+# A machine line (CORDON_ARTIFACT, CORDON_GAP) or the summary: on the command's stdout, never in the
+# collection.
+function Write-MachineLine([string]$Line) { [Console]::Out.WriteLine($Line) }
+
+function Get-Elapsed { [int][Math]::Floor($script:Clock.Elapsed.TotalSeconds) }
+
+# Control characters become "?", crypt(3)-style hashes are redacted, marker and machine-line look-alikes
+# are indented.
 function Protect-Line([string]$Line) {
     $l = $Line -replace '[\x00-\x08\x0B-\x1F\x7F]', '?'
     $l = $l -replace '\$(1|2[abxy]|5|6|7|y|gy|sha1|md5)\$[./A-Za-z0-9$=,+-]*', '[REDACTED-CRYPT-HASH]'
-    if ($l -match '^(=====|cordon-collection:)') { $l = '  ' + $l }
+    if ($l -match '^(=====|cordon-collection:|CORDON_)') { $l = '  ' + $l }
     $l
 }
 
@@ -604,9 +655,17 @@ $Runner = {
     "cordon-internal-fails=$global:CordonFails"
 }
 
+# Invoke-Section NAME BODY SECONDS (0: not run, the budget is spent)
 function Invoke-Section([string]$Name, [scriptblock]$Body, [int]$TimeoutSeconds) {
     $script:SectionCount++
     Emit "===== section: $Name ====="
+    if ($TimeoutSeconds -lt 1) {
+        Emit "--- not run: the collection time budget ($($script:Budget)s) is spent"
+        Emit "===== end-section: $Name status=failed elapsed=0s ====="
+        $script:FailedCount++
+        $script:NotRun += $Name
+        return
+    }
     $watch = [Diagnostics.Stopwatch]::StartNew()
     $output = @()
     $problem = $null
@@ -653,39 +712,391 @@ function Invoke-Section([string]$Name, [scriptblock]$Body, [int]$TimeoutSeconds)
     if ($truncated) { Emit "--- section output truncated at $SectionMaxChars characters" }
     if ($problem) { Emit "--- failed: $problem" }
     $status = 'ok'
-    if ($problem -or ($fails -gt 0)) { $status = 'failed'; $script:FailedCount++ }
+    if ($problem -or ($fails -gt 0)) { $status = 'failed'; $script:FailedCount++; $script:FailedNames += $Name }
     elseif ($truncated) { $status = 'truncated' }
     Emit ("===== end-section: {0} status={1} elapsed={2}s =====" -f $Name, $status, [int]$watch.Elapsed.TotalSeconds)
 }
 
-function Invoke-MemorySection {
-    $script:SectionCount++
-    Emit '===== section: memory ====='
-    $value = [Environment]::GetEnvironmentVariable('CORDON_CAPTURE_MEMORY')
-    if ($null -eq $value) {
-        Emit 'skipped: memory capture not requested (CORDON_CAPTURE_MEMORY is unset); AVML is Linux-only, there is no Windows capture tool in this script'
-    } elseif ($value -ceq '1') {
-        Emit 'skipped: memory capture requested, but AVML is Linux-only and this script has no Windows memory acquisition tool (nothing is installed or downloaded)'
-    } else {
-        Emit 'skipped: memory capture not requested (CORDON_CAPTURE_MEMORY is set but is not exactly 1); AVML is Linux-only'
-    }
-    Emit '===== end-section: memory status=ok elapsed=0s ====='
+# ---------------------------------------------------------------------------------------------------
+# Settings, working directory, upload
+
+# An integer in MIN..MAX, or $null. The pattern is checked before any conversion; \z, not $, because
+# .NET's $ also matches before a final newline.
+function Get-IntSetting([string]$Value, [int]$Min, [int]$Max) {
+    if ($null -eq $Value -or $Value -cnotmatch '^[0-9]{1,6}\z') { return $null }
+    $n = [int]$Value
+    if ($n -lt $Min -or $n -gt $Max) { return $null }
+    $n
 }
 
-Emit ("===== cordon-collection: start version={0} utc={1} =====" -f $CordonVersion, (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture))
-Invoke-Section 'identity' $SecIdentity $SectionTimeoutSeconds
-Invoke-Section 'processes' $SecProcesses $ProcessTimeoutSeconds
-Invoke-Section 'network' $SecNetwork $SectionTimeoutSeconds
-Invoke-Section 'logins' $SecLogins $SectionTimeoutSeconds
-Invoke-Section 'drivers' $SecDrivers $SectionTimeoutSeconds
-Invoke-Section 'scheduled_tasks' $SecScheduledTasks $SectionTimeoutSeconds
-Invoke-Section 'services' $SecServices $SectionTimeoutSeconds
-Invoke-Section 'autoruns' $SecAutoruns $SectionTimeoutSeconds
-Invoke-Section 'shell_histories' $SecShellHistories $SectionTimeoutSeconds
-Invoke-Section 'recent_tmp_files' $SecRecentTmpFiles ($SectionTimeoutSeconds + 60)
-Invoke-Section 'accounts' $SecAccounts $SectionTimeoutSeconds
-Invoke-Section 'installed_programs' $SecInstalledPrograms $SectionTimeoutSeconds
-Invoke-MemorySection
-Emit ("cordon-collection: complete sections={0} failed={1}" -f $script:SectionCount, $script:FailedCount)
+# http(s) and only URL-safe characters (RFC 3986 unreserved, reserved and "%"). Case-sensitive match:
+# a case-insensitive one would let .NET's case folding admit non-ASCII letters.
+$UrlPattern = '^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~:/?#@!$&''()*+,;=%-]*\z'
+function Test-UploadUrl([string]$Value) { ($null -ne $Value) -and ($Value.Length -le 8192) -and ($Value -cmatch $UrlPattern) }
+
+function Read-Settings {
+    $raw = [Environment]::GetEnvironmentVariable('CORDON_BUDGET_SECONDS')
+    if ($null -ne $raw) {
+        $n = Get-IntSetting $raw $MinBudget $MaxBudget
+        if ($null -ne $n) { $script:Budget = $n }
+        else { $script:SettingNotes += "CORDON_BUDGET_SECONDS is not an integer in $MinBudget..$MaxBudget; $($script:Budget)s is used" }
+    }
+    $script:MemoryBudget = [int][Math]::Floor($script:Budget * 3 / 5)
+    $raw = [Environment]::GetEnvironmentVariable('CORDON_MEMORY_BUDGET_SECONDS')
+    if ($null -ne $raw) {
+        $n = Get-IntSetting $raw 10 ($script:Budget - 10)
+        if ($null -ne $n) { $script:MemoryBudget = $n }
+        else { $script:SettingNotes += "CORDON_MEMORY_BUDGET_SECONDS is not an integer in 10..$($script:Budget - 10); $($script:MemoryBudget)s is used" }
+    }
+    $raw = [Environment]::GetEnvironmentVariable('CORDON_UPLOAD_COLLECTION_URL')
+    if ($null -ne $raw) {
+        if (Test-UploadUrl $raw) { $script:CollectionUrl = $raw; $script:CollectionUrlState = 'valid' }
+        else { $script:CollectionUrlState = 'invalid' }
+    }
+    $raw = [Environment]::GetEnvironmentVariable('CORDON_UPLOAD_MEMORY_URL')
+    if ($null -ne $raw) {
+        if (Test-UploadUrl $raw) { $script:MemoryUrl = $raw; $script:MemoryUrlState = 'valid' }
+        else { $script:MemoryUrlState = 'invalid' }
+    }
+    # The URLs stay in this session's variables only: the section jobs (new processes) do not inherit them.
+    [Environment]::SetEnvironmentVariable('CORDON_UPLOAD_COLLECTION_URL', $null)
+    [Environment]::SetEnvironmentVariable('CORDON_UPLOAD_MEMORY_URL', $null)
+}
+
+# Creates the working directory once, under this account's temporary directory (C:\Windows\Temp for
+# SYSTEM), with an unguessable name.
+function New-WorkDir {
+    if ($script:WorkDir) { return $true }
+    try {
+        $dir = Join-Path ([IO.Path]::GetTempPath()) ('cordon-work.' + [Guid]::NewGuid().ToString('N').Substring(0, 12))
+        if (Test-Path -LiteralPath $dir) { return $false }
+        [void][IO.Directory]::CreateDirectory($dir)
+        $script:WorkDir = $dir
+        return $true
+    } catch {
+        return $false
+    }
+}
+
+function Remove-WorkDir {
+    if ($script:WorkDir -and (Test-Path -LiteralPath $script:WorkDir)) {
+        Remove-Item -LiteralPath $script:WorkDir -Recurse -Force -ErrorAction SilentlyContinue
+    }
+}
+
+# SHA-256 (lower-case hex) of a file. The CryptoServiceProvider class first: it works when the FIPS
+# policy is on, where SHA256Managed (what SHA256.Create() returns on .NET Framework) throws.
+function Get-Sha256Hex([string]$Path) {
+    $stream = $null
+    $sha = $null
+    try {
+        try { $sha = New-Object System.Security.Cryptography.SHA256CryptoServiceProvider } catch { $sha = [System.Security.Cryptography.SHA256]::Create() }
+        $stream = [IO.File]::OpenRead($Path)
+        return (([BitConverter]::ToString($sha.ComputeHash($stream))) -replace '-', '').ToLowerInvariant()
+    } finally {
+        if ($stream) { $stream.Dispose() }
+        if ($sha) { $sha.Dispose() }
+    }
+}
+
+# Send-File PATH URL SECONDS: one plain PUT of the file to a presigned URL. Returns '' on success, else
+# the reason. HttpWebRequest with write buffering off streams the file: Invoke-WebRequest -InFile buffers
+# the whole body in memory in Windows PowerShell (https://github.com/PowerShell/PowerShell/issues/4129),
+# which a memory image cannot afford. No header is added (the URL is signed for the host header alone,
+# https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html), no redirect is followed,
+# and no exception text is reported, since it can name the URL.
+function Send-File([string]$Path, [string]$Url, [int]$Seconds) {
+    if ($Seconds -lt 1) { return 'upload failed: no time left in the budget' }
+    $in = $null
+    $out = $null
+    $resp = $null
+    try {
+        try {
+            [Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor [Net.SecurityProtocolType]::Tls12
+        } catch { }
+        $req = [System.Net.HttpWebRequest]([System.Net.WebRequest]::Create($Url))
+        $req.Method = 'PUT'
+        $req.AllowAutoRedirect = $false
+        $req.AllowWriteStreamBuffering = $false
+        $req.SendChunked = $false
+        $req.Timeout = $Seconds * 1000
+        $req.ReadWriteTimeout = $Seconds * 1000
+        $in = [IO.File]::OpenRead($Path)
+        $req.ContentLength = $in.Length
+        $out = $req.GetRequestStream()
+        $in.CopyTo($out, 1048576)
+        $out.Close()
+        $out = $null
+        $resp = $req.GetResponse()
+        $code = [int]$resp.StatusCode
+        if ($code -ge 200 -and $code -lt 300) { return '' }
+        return "upload failed: HTTP $code"
+    } catch [System.Net.WebException] {
+        $e = $_.Exception
+        if ($e.Response) {
+            $code = [int]$e.Response.StatusCode
+            $e.Response.Close()
+            return "upload failed: HTTP $code"
+        }
+        if ($e.Status -eq [System.Net.WebExceptionStatus]::Timeout) { return "upload failed: timed out after ${Seconds}s" }
+        return "upload failed: $($e.Status)"
+    } catch {
+        return "upload failed: $($_.Exception.GetType().Name)"
+    } finally {
+        if ($out) { try { $out.Dispose() } catch { } }
+        if ($in) { $in.Dispose() }
+        if ($resp) { $resp.Close() }
+    }
+}
+
+function Compress-File([string]$Source, [string]$Target) {
+    $in = $null
+    $out = $null
+    $gz = $null
+    try {
+        $in = [IO.File]::OpenRead($Source)
+        $out = [IO.File]::Create($Target)
+        $gz = New-Object System.IO.Compression.GZipStream -ArgumentList $out, ([System.IO.Compression.CompressionMode]::Compress)
+        $in.CopyTo($gz, 1048576)
+    } finally {
+        if ($gz) { $gz.Dispose() }
+        if ($out) { $out.Dispose() }
+        if ($in) { $in.Dispose() }
+    }
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Memory (the first section)
+
+function Find-MemoryTool {
+    foreach ($n in $MemoryToolNames) {
+        $c = Get-Command -Name $n -CommandType Application -ErrorAction SilentlyContinue | Select-Object -First 1
+        if ($c) { return $c.Path }
+    }
+    foreach ($n in $MemoryToolNames) {
+        $p = Join-Path $MemoryToolDir $n
+        if (Test-Path -LiteralPath $p -PathType Leaf) { return $p }
+    }
+    $null
+}
+
+# Why memory is not captured ($null when it is).
+function Get-MemorySkip {
+    $value = [Environment]::GetEnvironmentVariable('CORDON_CAPTURE_MEMORY')
+    if ($null -eq $value) { return 'memory capture not requested (CORDON_CAPTURE_MEMORY is unset)' }
+    if ($value -ceq '0') { return 'memory capture not requested (CORDON_CAPTURE_MEMORY=0)' }
+    if (-not ($value -ceq '1')) { return 'memory capture not requested (CORDON_CAPTURE_MEMORY is set but is neither 0 nor 1)' }
+    if ($script:MemoryUrlState -eq 'unset') { return 'no upload URL for the image (CORDON_UPLOAD_MEMORY_URL is unset): an image that cannot be kept is not taken' }
+    if ($script:MemoryUrlState -eq 'invalid') { return 'CORDON_UPLOAD_MEMORY_URL is not an http(s) URL of URL-safe characters' }
+    $script:MemoryTool = Find-MemoryTool
+    if (-not $script:MemoryTool) {
+        return ('no memory capture tool: none of {0} is on PATH or in {1} (nothing is installed or downloaded)' -f ($MemoryToolNames -join ', '), $MemoryToolDir)
+    }
+    $principal = New-Object Security.Principal.WindowsPrincipal -ArgumentList ([Security.Principal.WindowsIdentity]::GetCurrent())
+    if (-not $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)) { return 'memory capture needs administrator rights' }
+    try {
+        if (Get-Command -Name 'Get-CimInstance' -ErrorAction SilentlyContinue) {
+            $cs = Get-CimInstance -ClassName Win32_ComputerSystem -OperationTimeoutSec 60 -ErrorAction Stop
+        } else {
+            $cs = Get-WmiObject -Class Win32_ComputerSystem -ErrorAction Stop
+        }
+        $script:MemoryBytes = [long]$cs.TotalPhysicalMemory
+    } catch {
+        return 'cannot read the size of physical memory (Win32_ComputerSystem)'
+    }
+    # An image is at least the size of physical memory: refuse before writing gigabytes to the disk.
+    if ($script:MemoryBytes -gt $S3SinglePutMaxBytes) {
+        return "too large: physical memory is $($script:MemoryBytes) bytes, and an image over 5 GiB cannot be uploaded in one PUT"
+    }
+    if (-not (New-WorkDir)) { return 'no working directory could be created in the temporary directory' }
+    try {
+        $free = (New-Object IO.DriveInfo -ArgumentList ([IO.Path]::GetPathRoot($script:WorkDir))).AvailableFreeSpace
+    } catch {
+        return "cannot determine the free space for $($script:WorkDir)"
+    }
+    if ($free -lt ($script:MemoryBytes + $MemorySpaceMarginBytes)) {
+        return "not enough free space for $($script:WorkDir) ($free bytes free, need physical memory $($script:MemoryBytes) bytes + 1 GiB)"
+    }
+    $null
+}
+
+# The memory section: capture, hash, upload, delete; prints the section, returns the machine line.
+function Invoke-MemorySection {
+    $script:SectionCount++
+    $watch = [Diagnostics.Stopwatch]::StartNew()
+    Emit '===== section: memory ====='
+    Emit (Protect-Line ('--- budget: {0}s in all, {1}s for memory; collection upload: {2}; memory upload: {3}' -f $script:Budget, $script:MemoryBudget, $script:CollectionUrlState, $script:MemoryUrlState))
+    foreach ($n in $script:SettingNotes) { Emit (Protect-Line "--- setting: $n") }
+    $skip = Get-MemorySkip
+    if ($skip) {
+        Emit (Protect-Line "skipped: $skip")
+        Emit '===== end-section: memory status=ok elapsed=0s ====='
+        return "CORDON_GAP what=memory reason=$skip"
+    }
+    $line = Invoke-MemoryCapture $watch
+    $status = 'ok'
+    if ($line -notlike 'CORDON_ARTIFACT *') { $status = 'failed'; $script:FailedCount++ }
+    Emit ('===== end-section: memory status={0} elapsed={1}s =====' -f $status, [int]$watch.Elapsed.TotalSeconds)
+    $line
+}
+
+# Capture, hash, upload and delete; returns the machine line.
+function Invoke-MemoryCapture([Diagnostics.Stopwatch]$Watch) {
+    $img = Join-Path $script:WorkDir 'memory.raw'
+    try {
+        $result = Invoke-MemoryCaptureSteps $Watch $img
+    } catch {
+        $result = "memory capture failed: $($_.Exception.GetType().Name)"
+    }
+    foreach ($f in $img, (Join-Path $script:WorkDir 'tool.out'), (Join-Path $script:WorkDir 'tool.err')) {
+        if (Test-Path -LiteralPath $f) { Remove-Item -LiteralPath $f -Force -ErrorAction SilentlyContinue }
+    }
+    if ($result -like 'CORDON_ARTIFACT *') { return $result }
+    Emit (Protect-Line "--- failed: $result")
+    Emit '--- the image (if any) is deleted'
+    "CORDON_GAP what=memory reason=$result"
+}
+
+# Returns the CORDON_ARTIFACT line, or why there is none. Emits the section's lines.
+function Invoke-MemoryCaptureSteps([Diagnostics.Stopwatch]$Watch, [string]$Image) {
+    $budget = $script:MemoryBudget
+    Emit (Protect-Line ('--- capturing memory with {0} into {1} (physical memory {2} bytes; {3}s for capture, hash and upload)' -f $script:MemoryTool, $Image, $script:MemoryBytes, $budget))
+    $secs = [int][Math]::Floor($budget * $MemoryCapturePct / 100) - [int]$Watch.Elapsed.TotalSeconds
+    if ($secs -lt 1) { return 'memory budget spent before the capture could start' }
+    $p = Start-Process -FilePath $script:MemoryTool -ArgumentList ('"' + $Image + '"') -WorkingDirectory $script:WorkDir `
+        -NoNewWindow -PassThru -RedirectStandardOutput (Join-Path $script:WorkDir 'tool.out') `
+        -RedirectStandardError (Join-Path $script:WorkDir 'tool.err') -ErrorAction Stop
+    $null = $p.Handle   # keeps the process handle, so that ExitCode can be read after the exit
+    if (-not $p.WaitForExit($secs * 1000)) {
+        try { $p.Kill() } catch { }
+        return "the memory tool timed out after ${secs}s"
+    }
+    foreach ($f in 'tool.out', 'tool.err') {
+        $t = Join-Path $script:WorkDir $f
+        if (Test-Path -LiteralPath $t) {
+            foreach ($l in @(Get-Content -LiteralPath $t -TotalCount 20 -ErrorAction SilentlyContinue)) { Emit (Protect-Line "  $l") }
+        }
+    }
+    if ($p.ExitCode -ne 0) { return "the memory tool failed (exit code $($p.ExitCode))" }
+    if (-not (Test-Path -LiteralPath $Image -PathType Leaf)) { return 'the memory tool reported success but wrote no image' }
+    $size = (Get-Item -LiteralPath $Image -Force).Length
+    Emit "--- capture: raw image of $size bytes after $([int]$Watch.Elapsed.TotalSeconds)s"
+    if ($size -le 0) { return 'the memory tool wrote an empty image' }
+    if ($size -gt $S3SinglePutMaxBytes) { return "too large: the image is $size bytes, and more than 5 GiB cannot be uploaded in one PUT" }
+    $sha = Get-Sha256Hex $Image
+    Emit "--- memory image: bytes=$size sha256=$sha format=raw (WinPmem)"
+    $err = Send-File $Image $script:MemoryUrl ($budget - [int]$Watch.Elapsed.TotalSeconds)
+    if ($err) { return $err }
+    Emit '--- uploaded; the image is deleted now'
+    "CORDON_ARTIFACT name=memory.lime sha256=$sha bytes=$size"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Main
+
+# The sections after memory; Max is the most a section gets.
+$Plan = @(
+    [pscustomobject]@{ Name = 'identity'; Body = $SecIdentity; Max = $SectionTimeoutSeconds },
+    [pscustomobject]@{ Name = 'processes'; Body = $SecProcesses; Max = $ProcessTimeoutSeconds },
+    [pscustomobject]@{ Name = 'network'; Body = $SecNetwork; Max = $SectionTimeoutSeconds },
+    [pscustomobject]@{ Name = 'logins'; Body = $SecLogins; Max = $SectionTimeoutSeconds },
+    [pscustomobject]@{ Name = 'drivers'; Body = $SecDrivers; Max = $SectionTimeoutSeconds },
+    [pscustomobject]@{ Name = 'scheduled_tasks'; Body = $SecScheduledTasks; Max = $SectionTimeoutSeconds },
+    [pscustomobject]@{ Name = 'services'; Body = $SecServices; Max = $SectionTimeoutSeconds },
+    [pscustomobject]@{ Name = 'autoruns'; Body = $SecAutoruns; Max = $SectionTimeoutSeconds },
+    [pscustomobject]@{ Name = 'shell_histories'; Body = $SecShellHistories; Max = $SectionTimeoutSeconds },
+    [pscustomobject]@{ Name = 'recent_tmp_files'; Body = $SecRecentTmpFiles; Max = $TmpFilesTimeoutSeconds },
+    [pscustomobject]@{ Name = 'accounts'; Body = $SecAccounts; Max = $SectionTimeoutSeconds },
+    [pscustomobject]@{ Name = 'installed_programs'; Body = $SecInstalledPrograms; Max = $SectionTimeoutSeconds }
+)
+
+# Runs the plan so that it ends by $End seconds: each section gets its maximum or, when what is left does
+# not cover the maxima of the sections still to run, a proportional share; unused time goes to the next.
+function Invoke-Sections([int]$End) {
+    $rest = 0
+    foreach ($e in $Plan) { $rest += $e.Max }
+    foreach ($e in $Plan) {
+        $left = $End - (Get-Elapsed)
+        $share = 0
+        if ($left -ge 1) {
+            $share = [int][Math]::Floor($left * $e.Max / $rest)
+            if ($share -gt $e.Max) { $share = $e.Max }
+        }
+        $rest -= $e.Max
+        Invoke-Section $e.Name $e.Body $share
+    }
+}
+
+# Compresses and uploads the collection; prints its machine line. $false when it was not uploaded.
+function Send-Collection([string]$Text) {
+    $gz = Join-Path $script:WorkDir 'collection.txt.gz'
+    try {
+        Compress-File $Text $gz
+        Remove-Item -LiteralPath $Text -Force -ErrorAction SilentlyContinue
+        $sha = Get-Sha256Hex $gz
+        $size = (Get-Item -LiteralPath $gz -Force).Length
+    } catch {
+        Write-MachineLine "CORDON_GAP what=upload reason=compressing or hashing the collection failed: $($_.Exception.GetType().Name)"
+        return $false
+    }
+    # What is left of the budget, but at least 15 s: the sender keeps a minute between the script's
+    # budget and SSM's execution timeout for this upload.
+    $left = [Math]::Max(15, $script:Budget - (Get-Elapsed))
+    $err = Send-File $gz $script:CollectionUrl $left
+    if ($err) {
+        Write-MachineLine "CORDON_GAP what=upload reason=$err"
+        return $false
+    }
+    Write-MachineLine "CORDON_ARTIFACT name=collection.txt.gz sha256=$sha bytes=$size"
+    $true
+}
+
+try {
+    Read-Settings
+    # Where the collection goes: stdout (no URL), a text file in the working directory (then uploaded),
+    # or nowhere (a URL was given but cannot be used: the sections are not run, and their output is not
+    # printed either, because SSM keeps command output for anyone allowed to read the command history).
+    $mode = 'stdout'
+    $reserve = 0
+    $text = $null
+    if ($script:CollectionUrlState -ne 'unset') {
+        $why = $null
+        if ($script:CollectionUrlState -eq 'invalid') { $why = 'CORDON_UPLOAD_COLLECTION_URL is not an http(s) URL of URL-safe characters' }
+        elseif (-not (New-WorkDir)) { $why = 'no working directory could be created in the temporary directory' }
+        if ($why) {
+            $mode = 'none'
+            $script:Out = [IO.TextWriter]::Null
+            Write-MachineLine "CORDON_GAP what=upload reason=$why"
+        } else {
+            $mode = 'upload'
+            $text = Join-Path $script:WorkDir 'collection.txt'
+            $script:Out = New-Object IO.StreamWriter -ArgumentList $text, $false, (New-Object Text.UTF8Encoding -ArgumentList $false)
+            $script:Out.NewLine = "`n"
+            $reserve = [Math]::Min($UploadReserveMax, [int][Math]::Floor($script:Budget / 4))
+        }
+    }
+    Emit ("===== cordon-collection: start version={0} utc={1} =====" -f $CordonVersion, (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture))
+    # Memory first (order of volatility).
+    $memoryLine = Invoke-MemorySection
+    if (-not $memoryLine) { $memoryLine = 'CORDON_GAP what=memory reason=the capture did not complete' }
+    Write-MachineLine $memoryLine
+    if ($mode -ne 'none') { Invoke-Sections ($script:Budget - $reserve) }
+    if ($script:NotRun.Count -gt 0) { Write-MachineLine ('CORDON_GAP what=collection reason=not run, the time budget was spent: ' + ($script:NotRun -join ' ')) }
+    if ($script:FailedNames.Count -gt 0) { Write-MachineLine ('CORDON_GAP what=collection reason=sections failed (details in the collection): ' + ($script:FailedNames -join ' ')) }
+    $summary = "cordon-collection: complete sections=$($script:SectionCount) failed=$($script:FailedCount)"
+    Emit $summary
+    if ($mode -eq 'upload') {
+        $script:Out.Close()
+        $script:Out = [Console]::Out
+        if (-not (Send-Collection $text)) { $script:ExitCode = 1 }
+        Write-MachineLine $summary
+    } elseif ($mode -eq 'none') {
+        $script:ExitCode = 1
+        Write-MachineLine $summary
+    }
+} finally {
+    if ($script:Out -ne [Console]::Out) { try { $script:Out.Close() } catch { } }
+    Remove-WorkDir
+}
 [Console]::Out.Flush()
-exit 0
+exit $script:ExitCode

@@ -476,3 +476,121 @@ fn the_revocation_scope_is_read_from_detach_profiles_output() {
     );
     assert!(issued.done.contains("role/app-server"), "{}", issued.done);
 }
+
+fn at(mut a: Action, time: &str) -> Action {
+    a.at = time.to_owned();
+    a
+}
+
+#[test]
+fn the_collection_rows_say_what_was_opened_and_whether_it_was_closed() {
+    let channel_open = action(
+        "detach-profile",
+        actions::REVOKE,
+        "role/app-server",
+        json!(null),
+        json!({"policy_name": "cordon-revoke", "instances_denied": 0, "this_instance_denied": false,
+               "this_instance_collecting": true, "sessions_issued_before": null}),
+    );
+    let moved = at(
+        action(
+            "quarantine",
+            actions::COLLECTION_MOVE,
+            "eni-a",
+            json!(["sg-iso"]),
+            json!(["sg-col"]),
+        ),
+        "2026-11-29T10:00:05Z",
+    );
+    let attached = action(
+        "detach-profile",
+        actions::ATTACH_FORENSIC,
+        ID,
+        json!(null),
+        json!("arn"),
+    );
+    let during = [
+        isolated(),
+        channel_open.clone(),
+        moved.clone(),
+        attached.clone(),
+    ];
+    let rows = table(
+        &results(facts("subnet-public", false)),
+        &incident("sg+nacl"),
+        &during,
+    );
+    assert_eq!(
+        find(&rows, "outbound TCP 443 to the SSM").status,
+        Status::StillPossible
+    );
+    assert_eq!(
+        find(&rows, "the instance's own credentials: the SSM agent").status,
+        Status::StillPossible
+    );
+    // The revocation with the channel open is still a per-instance revocation, not role-wide.
+    assert_ne!(
+        find(&rows, "credentials already issued").status,
+        Status::StillPossible
+    );
+    assert_eq!(
+        find(&rows, "credentials of the forensic profile").status,
+        Status::StillPossible
+    );
+
+    let closed = [
+        isolated(),
+        channel_open,
+        moved,
+        attached,
+        at(isolated(), "2026-11-29T10:09:00Z"),
+        action(
+            "detach-profile",
+            actions::REVOKE_FORENSIC,
+            "role/forensic",
+            json!(null),
+            json!({"policy_name": "cordon-forensic-i-1", "sessions_issued_before": "2026-11-29T10:09:01Z"}),
+        ),
+        action(
+            "detach-profile",
+            actions::CLOSE_CHANNEL,
+            "role/app-server",
+            json!({"this_instance_collecting": true}),
+            json!({"this_instance_denied": true, "this_instance_collecting": false}),
+        ),
+    ];
+    let rows = table(
+        &results(facts("subnet-public", false)),
+        &incident("sg+nacl"),
+        &closed,
+    );
+    assert_eq!(
+        find(&rows, "outbound TCP 443 to the SSM").status,
+        Status::Cut
+    );
+    assert_eq!(
+        find(&rows, "the instance's own credentials: the SSM agent").status,
+        Status::Cut
+    );
+    let forensic = find(&rows, "credentials of the forensic profile");
+    assert_eq!(forensic.status, Status::Cut);
+    assert!(
+        forensic.done.contains("2026-11-29T10:09:01Z"),
+        "{}",
+        forensic.done
+    );
+
+    // No collection at all: the three rows do not apply.
+    let rows = table(
+        &results(facts("subnet-public", false)),
+        &incident("sg+nacl"),
+        &[isolated()],
+    );
+    for path in [
+        "outbound TCP 443 to the SSM",
+        "the instance's own credentials: the SSM agent",
+        "credentials of the forensic profile",
+    ] {
+        assert_eq!(find(&rows, path).status, Status::NotApplicable, "{path}");
+    }
+}
