@@ -279,7 +279,7 @@ def wait_for_state(stack, execution_name: str, state: str, timeout: float = 60) 
 def test_a_profile_reassociated_during_the_collection_is_a_containment_failure(stack):
     inst = stack.seed_instance(name="reassociated", ssm=True)
     iid = inst.instance_id
-    # The collection hangs until the poll cap: time for someone to re-associate a profile.
+    # The collection hangs until it is cancelled: time for someone to re-associate a profile.
     stack.control("/ssm/behaviour", {"instance_id": iid, "mode": "hang"})
     stack.notifications()
     incident = incident_id()
@@ -298,6 +298,9 @@ def test_a_profile_reassociated_during_the_collection_is_a_containment_failure(s
     stack.ec2.replace_iam_instance_profile_association(
         AssociationId=forensic["AssociationId"], IamInstanceProfile={"Arn": stack.context.instance_profile_arn}
     )
+    # The responder stops the hung collection rather than wait for its budget.
+    [command] = [c for c in stack.ssm.list_commands(InstanceId=iid)["Commands"] if c["Status"] in ("Pending", "InProgress")]
+    stack.ssm.cancel_command(CommandId=command["CommandId"], InstanceIds=[iid])
     runner.join(timeout=300)
     desc, events = result["out"]
 

@@ -68,30 +68,3 @@ def test_every_call_of_a_response_is_logged_with_the_function_and_role_that_made
     assert during and {r["scenario"] for r in during} == {
         "test_local_aws_principals.py::test_every_call_of_a_response_is_logged_with_the_function_and_role_that_made_it"
     }
-
-
-def test_collection_output_is_uploaded_with_the_credentials_of_the_instance_profile_role(stack):
-    t = template()
-    inst = stack.seed_instance(name="upload-as", ssm=True, instance_profile=False)
-    stack.ec2.associate_iam_instance_profile(
-        InstanceId=inst.instance_id, IamInstanceProfile={"Arn": stack.seed["deployment"]["forensic_profile_arn"]}
-    )
-    since = stack.last_request_seq()
-    command = stack.ssm.send_command(
-        InstanceIds=[inst.instance_id],
-        DocumentName="AWS-RunShellScript",
-        Parameters={"commands": ["echo collected"]},
-        OutputS3BucketName=stack.bucket,
-        OutputS3KeyPrefix=f"principal-test/{uuid.uuid4().hex[:8]}",
-    )["Command"]["CommandId"]
-    deadline = time.monotonic() + 30
-    while True:
-        status = stack.ssm.get_command_invocation(CommandId=command, InstanceId=inst.instance_id)["Status"]
-        if status not in ("Pending", "InProgress", "Delayed"):
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.3)
-    assert status == "Success"
-    puts = stack.requests(service="s3", action="PutObject", since=since)
-    forensic = t.by_path("ForensicRole/Resource")
-    assert [(r["principal"], r["role"]) for r in puts] == [(f"role:{forensic}", forensic)], puts

@@ -7,6 +7,7 @@ unlike AWS shows up here rather than as a confusing step failure.
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 
@@ -194,7 +195,17 @@ def test_a_stopped_managed_instance_loses_its_connection(stack):
 def output_bucket(stack):
     name = f"ssm-output-{uuid.uuid4().hex[:8]}"
     stack.s3.create_bucket(Bucket=name)
-    return name
+    # The agent writes command output with the instance's own role, which must allow it
+    # (https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-instance-profile.html).
+    stack.iam.put_role_policy(
+        RoleName="app-server",
+        PolicyName=name,
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectAcl"], "Resource": f"arn:aws:s3:::{name}/*"}
+        ]}),
+    )
+    yield name
+    stack.iam.delete_role_policy(RoleName="app-server", PolicyName=name)
 
 
 def poll(stack, command_id, instance_id, until=("Success", "Failed", "TimedOut", "Cancelled"), limit=60):

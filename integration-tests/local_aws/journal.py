@@ -3,14 +3,18 @@
 The request log that tests query (``server.RequestLog``) is bounded. The journal is not: every AWS
 request the stack answers is appended as one JSON line to ``<state-dir>/requests.jsonl`` with
 
-    seq, time, scenario, service, action, status, access_key, principal, role, iam_actions, fault, shim
+    seq, time, scenario, service, action, status, access_key, principal, role, iam_actions, fault, shim, auth
 
 ``principal`` is ``function:<name>``, ``role:<LogicalId>`` or ``state-machine:<name>`` for the
 callers the stack gave credentials (``principals``), else None (the tests, the seeding, unsigned
 requests); ``role`` is the logical id of the caller's role in the synthesized template;
 ``iam_actions`` are the actions the call needs (``iam_actions``); ``scenario`` is the test that was
 running (``POST /_cordon/scenario``). The action-coverage check (``coverage``) reads this file after
-the suite.
+the suite. ``auth`` is ``presigned`` for a SigV4 query-string request (a presigned URL: its
+``X-Amz-Credential`` names the signer, whoever sends it, e.g. ``curl`` on a host with a URL a
+function signed; ``presigned-refused`` with no principal when S3 would refuse it: expired, another
+method or key, unknown key; see ``server``), ``sigv4`` for a signed header, None for an unsigned
+request.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from .wire import AwsRequest
 FILE_NAME = "requests.jsonl"
 FIELDS = (
     "seq", "time", "scenario", "service", "action", "status", "access_key", "principal", "role",
-    "iam_actions", "fault", "shim",
+    "iam_actions", "fault", "shim", "auth",
 )
 
 
@@ -34,7 +38,9 @@ def attribute(req: AwsRequest) -> dict:
     """The request-log fields that say who made ``req`` and what IAM would authorize."""
     key = access_key_of(req.headers, req.query_string)
     principal = REGISTRY.identify(key)
+    auth = "presigned" if "X-Amz-Signature=" in req.query_string else "sigv4" if req.headers.get("authorization") else None
     return {
+        "auth": auth,
         "access_key": key,
         "principal": principal.label if principal else None,
         "role": principal.role if principal else None,

@@ -20,6 +20,21 @@ The access key is read from the SigV4 ``Authorization`` header
 ``X-Amz-Credential`` query parameter
 (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv.html).
 
+Presigned URLs (``verify_presigned``): moto 5.2.5 checks neither the signature nor the expiry of a
+SigV4 query-string request, so a URL would work for any method, any key, forever. S3 refuses a
+request whose ``X-Amz-Date`` + ``X-Amz-Expires`` has passed (403 ``AccessDenied`` "Request has
+expired"), whose expiry is over a week (``AuthorizationQueryParametersError``), whose key is unknown
+(403 ``InvalidAccessKeyId``), that carries an ``x-amz-*`` header it did not sign (403
+``AccessDenied`` "There were headers present in the request which were not signed") or whose
+signature is not the one computed for *this* request (403 ``SignatureDoesNotMatch``: another
+method, another key, another host or query, a signed header missing or changed)
+(https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html,
+https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html). The signature is recomputed
+here with SigV4's algorithm (canonical request, string to sign, HMAC-SHA256 key derivation,
+https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html) from the secret of the
+access key: the stack's own key (``test``), a key the stack minted (``credentials_for``: the secret
+is derived from the key), or a key moto issued (IAM user access keys, STS sessions).
+
 Known keys that are not a deployed principal:
 
 - ``test``: the tests, the seeding and the deployment itself (out of scope for the coverage check);
@@ -32,10 +47,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import threading
+import time
+from calendar import timegm
 from dataclasses import asdict, dataclass
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, parse_qsl, quote, unquote
 
 STATES_INTERPRETER_KEY = "ak"
 
@@ -65,14 +83,152 @@ def access_key_for(kind: str, name: str) -> str:
     return "ASIA" + base64.b32encode(digest).decode()[:16]
 
 
+_MINTED: set[str] = set()  # access keys handed out by ``credentials_for``
+
+
 def credentials_for(kind: str, name: str) -> dict[str, str]:
-    """The environment variables of a principal's credentials (the secret and token are not checked)."""
+    """The environment variables of a principal's credentials (the secret is checked only for
+    presigned URLs, the token never)."""
     key = access_key_for(kind, name)
+    _MINTED.add(key)
     return {
         "AWS_ACCESS_KEY_ID": key,
         "AWS_SECRET_ACCESS_KEY": f"local-secret-{key}",
         "AWS_SESSION_TOKEN": f"local-session-{key}",
     }
+
+
+def secret_for(key: str) -> str | None:
+    """The secret access key of ``key``, when the stack knows it."""
+    from . import ACCESS_KEY, SECRET_KEY
+
+    if key == ACCESS_KEY:
+        return SECRET_KEY
+    if key in _MINTED or REGISTRY.identify(key) is not None:
+        return f"local-secret-{key}"
+    try:  # keys moto issued: IAM users' access keys, STS sessions
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.iam.models import iam_backends
+        from moto.sts.models import sts_backends
+
+        for user in list(iam_backends[DEFAULT_ACCOUNT_ID]["global"].users.values()):
+            for k in list(getattr(user, "access_keys", []) or []):
+                if k.access_key_id == key:
+                    return k.secret_access_key
+        for role in list(getattr(sts_backends[DEFAULT_ACCOUNT_ID]["global"], "assumed_roles", []) or []):
+            if getattr(role, "access_key_id", None) == key:
+                return role.secret_access_key
+    except Exception:
+        pass
+    return None
+
+
+# S3's limit on X-Amz-Expires: "Minimum value of 1. Maximum value of 604800 (seven days)".
+MAX_PRESIGNED_EXPIRES = 604800
+
+
+@dataclass(frozen=True)
+class PresignedRefusal:
+    """Why S3 refuses a presigned request: HTTP status, error code, message, extra XML elements."""
+
+    status: int
+    code: str
+    message: str
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+def _sign(secret: str, date: str, region: str, service: str, string_to_sign: str) -> str:
+    key = ("AWS4" + secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def _iso8601(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def verify_presigned(
+    method: str, raw_path: str, query_string: str, headers: dict[str, str], now: float | None = None
+) -> PresignedRefusal | None:
+    """None when the SigV4 query-string request is valid now; else S3's refusal (see the module
+    docstring). ``raw_path`` is the path as sent (percent-encoded), ``headers`` lower-case."""
+    now = time.time() if now is None else now
+    params = parse_qsl(query_string, keep_blank_values=True)
+    q = dict(params)
+    if q.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
+        return PresignedRefusal(
+            400, "AuthorizationQueryParametersError", 'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"'
+        )
+    try:
+        key, date, region, service, terminator = unquote(q["X-Amz-Credential"]).split("/")
+        amz_date = q["X-Amz-Date"]
+        signed_at = timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+        expires = int(q["X-Amz-Expires"])
+        signed_headers = q["X-Amz-SignedHeaders"]
+        signature = q["X-Amz-Signature"]
+    except (KeyError, ValueError):
+        return PresignedRefusal(
+            400,
+            "AuthorizationQueryParametersError",
+            "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, "
+            "X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.",
+        )
+    if not 1 <= expires <= MAX_PRESIGNED_EXPIRES:
+        return PresignedRefusal(
+            400,
+            "AuthorizationQueryParametersError",
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+        )
+    if now > signed_at + expires:
+        return PresignedRefusal(
+            403,
+            "AccessDenied",
+            "Request has expired",
+            (
+                ("X-Amz-Expires", str(expires)),
+                ("Expires", _iso8601(signed_at + expires)),
+                ("ServerTime", _iso8601(now)),
+            ),
+        )
+    if signed_at > now + 900:  # SigV4 allows 15 minutes of clock skew
+        return PresignedRefusal(403, "AccessDenied", "Request is not valid yet")
+    secret = secret_for(key)
+    if secret is None:
+        return PresignedRefusal(
+            403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."
+        )
+    names = signed_headers.split(";")
+    unsigned = sorted(h for h in headers if h.startswith("x-amz-") and h not in names)
+    if unsigned:
+        # S3 requires every x-amz-* header of a query-authenticated request to be signed.
+        return PresignedRefusal(
+            403,
+            "AccessDenied",
+            "There were headers present in the request which were not signed",
+            (("HeadersNotSigned", ", ".join(unsigned)),),
+        )
+    canonical_headers = "".join(f"{h}:{' '.join(headers.get(h, '').strip().split())}\n" for h in names)
+    canonical_query = "&".join(
+        f"{k}={v}"
+        for k, v in sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in params if k != "X-Amz-Signature")
+    )
+    payload = q.get("X-Amz-Content-Sha256") or headers.get("x-amz-content-sha256") or "UNSIGNED-PAYLOAD"
+    canonical_request = "\n".join(
+        [method, raw_path or "/", canonical_query, canonical_headers, signed_headers, payload]
+    )
+    scope = f"{date}/{region}/{service}/{terminator}"
+    string_to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    )
+    if not hmac.compare_digest(_sign(secret, date, region, service, string_to_sign), signature):
+        return PresignedRefusal(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your key and signing method.",
+        )
+    return None
 
 
 def access_key_of(headers: dict[str, str], query_string: str) -> str | None:

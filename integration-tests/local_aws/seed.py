@@ -288,6 +288,12 @@ def seed_environment(endpoint: str) -> tuple[SeedContext, SeededInstance, Seeded
             }
         ),
     )
+    # What made web-01 a managed node in the first place: the agent needs ssm:UpdateInstanceInformation
+    # and the ec2messages/ssmmessages channel actions for its own session; AWS's managed policy for
+    # that is AmazonSSMManagedInstanceCore
+    # (https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-instance-profile.html).
+    # Without it the local agent model (ssm_agent) never registers the node, as on AWS.
+    iam.attach_role_policy(RoleName="app-server", PolicyArn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
     profile = iam.create_instance_profile(InstanceProfileName="app-server")["InstanceProfile"]
     iam.add_role_to_instance_profile(InstanceProfileName="app-server", RoleName="app-server")
 

@@ -26,6 +26,14 @@ share the port under ``/_cordon``:
   is logged under (the tests' autouse fixture sets it); every request also carries its caller
   (``journal.attribute``) and is appended to the run's journal (``journal``)
 - the shims' own endpoints (see ``shims``, ``ssm_run_command``, ``runtime_api``)
+
+Presigned S3 URLs (SigV4 query-string authentication) are checked before anything else answers
+them, because moto checks neither their signature nor their expiry (``principals.verify_presigned``):
+an expired URL, one used with another method or key, or one signed with a key the stack does not
+know is refused as S3 refuses it (``shim: PresignedUrlCheck`` in the request log, ``auth:
+presigned-refused``, no principal: the request was never authenticated, so it is nobody's call). A
+valid one goes on to moto like any request and is logged and journaled under the signer's principal
+(the access key of ``X-Amz-Credential``), with ``auth: presigned``.
 """
 
 from __future__ import annotations
@@ -40,12 +48,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime, UTC
 from typing import Any, Protocol
+from xml.sax.saxutils import escape
 
 from werkzeug.serving import make_server
 
 from .faults import FaultInjector
 from .journal import Journal, attribute
-from .wire import AwsRequest, Response, read_request
+from .principals import verify_presigned
+from .wire import AwsRequest, Response, read_request, request_id
 
 LOG = logging.getLogger("local_aws")
 
@@ -231,9 +241,14 @@ class CordonMiddleware:
             "scenario": self.scenario,
             **attribute(req),
         }
-        answer: Response | None = None
-        injected = self.faults.answer(req)
-        if injected is not None:
+        # A presigned URL S3 would refuse is refused before faults and shims (S3 authenticates first).
+        answer: Response | None = presigned_refusal(req)
+        injected = self.faults.answer(req) if answer is None else None
+        if answer is not None:
+            # Refused before authentication: nobody's call (the key still says whose URL it was),
+            # so the action-coverage check does not hold the signer to it.
+            entry.update(shim="PresignedUrlCheck", principal=None, role=None, auth="presigned-refused")
+        elif injected is not None:
             answer, rule = injected
             entry["fault"] = rule.id
         else:
@@ -277,6 +292,31 @@ class CordonMiddleware:
         self.journal.append(entry)
         tag = f" [fault {entry['fault']}]" if entry["fault"] else f" [shim {entry['shim']}]" if entry["shim"] else ""
         LOG.info("%s %s %s %.0fms%s", entry["service"], entry["action"], status, entry["duration_ms"], tag)
+
+
+def presigned_refusal(req: AwsRequest) -> Response | None:
+    """S3's answer to a presigned request it would refuse, or None (see the module docstring)."""
+    if req.service != "s3" or "X-Amz-Signature" not in req.query:
+        return None
+    raw = req.environ.get("RAW_URI") or req.environ.get("REQUEST_URI") or ""
+    raw_path = raw.split("?", 1)[0] if raw else ""
+    if not raw_path:
+        from urllib.parse import quote
+
+        raw_path = quote(req.path.encode("latin-1"), safe="/~")
+    refusal = verify_presigned(req.method, raw_path, req.query_string, req.headers)
+    if refusal is None:
+        return None
+    rid = request_id()
+    headers = [("Content-Type", "application/xml"), ("x-amz-request-id", rid), ("x-amz-id-2", rid)]
+    if req.method == "HEAD":
+        return refusal.status, headers, b""
+    extra = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in refusal.extra)
+    body = (
+        f"<Error><Code>{escape(refusal.code)}</Code><Message>{escape(refusal.message)}</Message>{extra}"
+        f"<RequestId>{rid}</RequestId><HostId>{rid}</HostId></Error>"
+    )
+    return refusal.status, headers, ('<?xml version="1.0" encoding="UTF-8"?>\n' + body).encode()
 
 
 class LocalAws:

@@ -10,7 +10,9 @@ moto's backends (in this process) as the source of truth about instances and buc
 - ``SsmInstanceInformationShim``: SSM ``DescribeInstanceInformation``
   (https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_DescribeInstanceInformation.html)
   over ``ManagedNodes``, the registry of instances "running the SSM Agent", which tests fill through
-  ``/_cordon/ssm/managed-instances``. The run-command shim (``ssm_run_command``) uses the same registry.
+  ``/_cordon/ssm/managed-instances``; each node's agent is modelled in ``ssm_agent`` (a node is
+  listed only once its agent registered). The run-command shim (``ssm_run_command``) uses the same
+  registry.
 - ``S3ObjectLockChecksumShim``: PutObject/UploadPart into an Object Lock bucket with only an
   ``x-amz-checksum-*`` header, which S3 accepts and moto refuses.
 """
@@ -127,15 +129,28 @@ AGENT_VERSION = "3.3.1142.0"
 class ManagedNodes:
     """Instances registered as SSM managed nodes (what the SSM Agent does on a real instance).
 
-    A node's ``PingStatus`` follows its EC2 instance: ``Online`` while the instance is running,
-    ``ConnectionLost`` otherwise (a stopped or terminated instance's agent stops pinging,
+    ``register`` starts the agent on the instance (``ssm_agent.AgentFleet``): it takes the
+    credentials of the instance profile associated now and calls ``ssm:UpdateInstanceInformation``.
+    Only when that call got through (IAM allows it for that session, the network reaches the ``ssm``
+    endpoint) is the instance a managed node: listed by DescribeInstanceInformation, a target for
+    SendCommand. A node whose agent could not register is absent, as on AWS; its agent tries again
+    later (25 minutes after an AccessDenied, 5 otherwise), or at once on ``POST /_cordon/ssm/agent
+    {"instance_id", "refresh": true}``; ``GET /_cordon/ssm/agent?instance_id=`` says why.
+
+    ``PingStatus``: ``ConnectionLost`` while the EC2 instance is not running (a stopped or
+    terminated instance's agent stops pinging,
     https://docs.aws.amazon.com/systems-manager/latest/userguide/fleet-manager-managed-nodes.html),
-    unless a test forces a status with ``ping_status``.
+    else the result of the agent's last health ping (every 5 minutes, see ``ssm_agent``): ``Online``
+    or ``ConnectionLost``. A test can force a status with ``ping_status`` (the node is then listed
+    whatever its agent found).
     """
 
     def __init__(self) -> None:
+        from .ssm_agent import AgentFleet
+
         self._nodes: dict[str, dict] = {}
         self._lock = threading.Lock()
+        self.agents = AgentFleet()
 
     def register(self, instance_id: str, platform: str = "Linux", **extra: Any) -> dict:
         if platform not in PLATFORMS:
@@ -145,7 +160,12 @@ class ManagedNodes:
         node = {"instance_id": instance_id, "platform": platform, "registered_at": time.time(), **extra}
         with self._lock:
             self._nodes[instance_id] = node
-        return node
+        agent = self.agents.start(instance_id)
+        return {
+            **node,
+            "registered": agent.registered_at is not None,
+            "agent": {"role_arn": agent.role_arn, "health": agent.ping_reason},
+        }
 
     def unregister(self, instance_id: str | None) -> None:
         with self._lock:
@@ -153,25 +173,35 @@ class ManagedNodes:
                 self._nodes.clear()
             else:
                 self._nodes.pop(instance_id, None)
+        self.agents.stop(instance_id)
+
+    def _listed(self, instance_id: str, node: dict) -> bool:
+        agent = self.agents.get(instance_id)
+        return bool(node.get("ping_status")) or (agent is not None and agent.registered_at is not None)
 
     def ids(self) -> list[str]:
+        """The managed nodes: instances whose agent registered."""
         with self._lock:
-            return sorted(self._nodes)
+            nodes = dict(self._nodes)
+        return sorted(i for i, n in nodes.items() if self._listed(i, n))
 
     def info(self, instance_id: str, region: str = "us-east-1") -> dict | None:
-        """The node as DescribeInstanceInformation lists it, or None when not registered."""
+        """The node as DescribeInstanceInformation lists it, or None when not a managed node."""
         with self._lock:
             node = self._nodes.get(instance_id)
-        if node is None:
+        if node is None or not self._listed(instance_id, node):
             return None
+        agent = self.agents.get(instance_id)
         instance = moto_instance(instance_id, region)
         running = instance is not None and instance.state == "running"
-        ping = node.get("ping_status") or ("Online" if running else "ConnectionLost")
+        pinged = agent is not None and agent.ping_ok
+        ping = node.get("ping_status") or ("Online" if running and pinged else "ConnectionLost")
+        last_ping = (agent.last_ok_ping if agent is not None else None) or node["registered_at"]
         platform = node["platform"]
         return {
             "InstanceId": instance_id,
             "PingStatus": ping,
-            "LastPingDateTime": epoch() if ping == "Online" else epoch(node["registered_at"]),
+            "LastPingDateTime": epoch(last_ping),
             "AgentVersion": node.get("agent_version", AGENT_VERSION),
             "IsLatestVersion": True,
             "PlatformType": platform,

@@ -13,10 +13,14 @@
 //!   `AWS-RunPowerShellScript`, after which SSM stops the script ("ExecutionTimedOut", same page).
 //! - **The script's own budget**: one minute less, so that the script ends and uploads what it
 //!   has before SSM stops it; memory capture (AVML, hash, upload) gets three fifths of it.
+//! - **SSM's own end**: a command that has not reached a final status by `TimeoutSeconds` plus
+//!   the execution timeout, i.e. by `B` after the send, is ended by SSM as `DeliveryTimedOut`
+//!   (delivery and total timeouts, <https://docs.aws.amazon.com/systems-manager/latest/userguide/monitor-commands.html>).
 //! - **The state machine**: polls with a growing interval ([`Budget::next_wait`]) until the
-//!   deadline, `B` + [`DEADLINE_GRACE_SECONDS`] after the send; then the command is cancelled
+//!   deadline, [`DEADLINE_MARGIN_SECONDS`] before SSM's own end; then the command is cancelled
 //!   (CancelCommand) and its terminal status awaited, at most [`CANCEL_WAIT_SECONDS`], before the
-//!   profile or the agent's channel is removed.
+//!   profile or the agent's channel is removed. Cancelling before SSM gives up means Cordon, not
+//!   SSM's expiry, decides when the collection stops, and knows that it has stopped.
 
 /// The smallest budget: one minute of delivery, three of execution.
 pub const MIN_BUDGET_SECONDS: u32 = 300;
@@ -24,8 +28,10 @@ pub const MIN_BUDGET_SECONDS: u32 = 300;
 pub const MAX_BUDGET_SECONDS: u32 = 3600;
 /// Kept between the script's own end and SSM's execution timeout, for its upload to finish.
 pub const UPLOAD_MARGIN_SECONDS: u32 = 60;
-/// After the budget, how long the status may take to show the end before the command is cancelled.
-pub const DEADLINE_GRACE_SECONDS: u32 = 30;
+/// How long before SSM's own end of the command (the budget) Cordon cancels it. The script's own
+/// budget ends [`UPLOAD_MARGIN_SECONDS`] before the execution timeout, so a script that kept to it
+/// has finished by then.
+pub const DEADLINE_MARGIN_SECONDS: u32 = 30;
 /// After CancelCommand, how long the poll waits for the invocation to reach a terminal status.
 pub const CANCEL_WAIT_SECONDS: u32 = 60;
 /// The poll intervals, in order; the last repeats.
@@ -66,7 +72,7 @@ impl Budget {
 
     /// Seconds after the send when an unfinished command is cancelled.
     pub fn deadline(&self) -> u32 {
-        self.seconds + DEADLINE_GRACE_SECONDS
+        self.seconds - DEADLINE_MARGIN_SECONDS
     }
 
     /// How long to wait before poll number `polls` (0 for the first), `elapsed` seconds after the
@@ -105,8 +111,10 @@ mod tests {
             // The script ends, upload included, before SSM stops it.
             assert!(b.script_budget() + UPLOAD_MARGIN_SECONDS <= b.execution_timeout());
             assert!(b.memory_budget() < b.script_budget());
-            // The state machine gives up only after SSM would have.
-            assert!(b.deadline() > b.delivery_timeout() + b.execution_timeout());
+            // Cordon cancels before SSM itself would end the command (delivery + execution)...
+            assert!(b.deadline() < b.delivery_timeout() + b.execution_timeout());
+            // ...and after a script delivered at the last moment has spent its own budget.
+            assert!(b.deadline() > b.delivery_timeout() + b.script_budget());
         }
     }
 
@@ -117,8 +125,8 @@ mod tests {
         assert!(b.polls_to_deadline() * 3 < 30, "{}", b.polls_to_deadline());
         assert_eq!(b.next_wait(0, 0), 15);
         assert_eq!(b.next_wait(3, 105), 120);
-        assert_eq!(b.next_wait(9, 1200), 30);
-        assert_eq!(b.next_wait(10, 1230), 0);
+        assert_eq!(b.next_wait(9, 1140), 30);
+        assert_eq!(b.next_wait(10, 1170), 0);
     }
 
     #[test]

@@ -130,10 +130,7 @@ pub async fn handle(clients: &Clients, config: &Config, event: Value) -> Result<
             profile_arn,
             agent_online,
         } => {
-            let incident = Incident::from_value(incident)?;
-            if let Some(arn) = &profile_arn {
-                profile_name(arn)?;
-            }
+            let (incident, profile_arn) = checked(incident, profile_arn)?;
             let channel = if incident.options.collect && agent_online {
                 revoke::Channel::Open
             } else {
@@ -148,10 +145,7 @@ pub async fn handle(clients: &Clients, config: &Config, event: Value) -> Result<
             incident,
             profile_arn,
         } => {
-            let incident = Incident::from_value(incident)?;
-            if let Some(arn) = &profile_arn {
-                profile_name(arn)?;
-            }
+            let (incident, profile_arn) = checked(incident, profile_arn)?;
             let mut out = remove_forensic(clients, config, &incident).await?;
             revoke_forensic(clients, config, &incident, &mut out).await?;
             close_channel(clients, config, &incident, profile_arn.as_deref(), &mut out).await?;
@@ -164,10 +158,7 @@ pub async fn handle(clients: &Clients, config: &Config, event: Value) -> Result<
             incident,
             profile_arn,
         } => {
-            let incident = Incident::from_value(incident)?;
-            if let Some(arn) = &profile_arn {
-                profile_name(arn)?;
-            }
+            let (incident, profile_arn) = checked(incident, profile_arn)?;
             // The channel first: a ProfileReassociated below must not leave it open.
             let mut closed = Output::default();
             close_channel(
@@ -184,6 +175,18 @@ pub async fn handle(clients: &Clients, config: &Config, event: Value) -> Result<
             Ok(out)
         }
     }
+}
+
+/// The incident and the pre-incident profile ARN of an event, both checked before any AWS call.
+fn checked(
+    incident: Value,
+    profile_arn: Option<String>,
+) -> Result<(Incident, Option<String>), StepError> {
+    let incident = Incident::from_value(incident)?;
+    if let Some(arn) = &profile_arn {
+        profile_name(arn)?;
+    }
+    Ok((incident, profile_arn))
 }
 
 /// Associations of the instance that are in effect or becoming so.

@@ -540,6 +540,7 @@ pub async fn poll(
             deadline = budget.deadline(),
             "budget spent: cancelling"
         );
+        let before_cancel = seen.status.clone();
         cancel(clients, command_id, id).await?;
         cancelled = true;
         let mut waited = 0;
@@ -551,10 +552,20 @@ pub async fn poll(
             tokio::time::sleep(Duration::from_secs(CANCEL_POLL_SECONDS)).await;
             waited += CANCEL_POLL_SECONDS;
         }
+        let never_taken = matches!(
+            before_cancel,
+            None | Some(CommandInvocationStatus::Pending) | Some(CommandInvocationStatus::Delayed)
+        );
         gaps.push(Gap::new(
             STEP,
             "OS-level collection",
-            if seen.terminal() {
+            if never_taken {
+                format!(
+                    "the SSM agent never took the command ({} after {elapsed} s): its channel to Systems Manager or its network path stayed closed, so the script never ran; the command was cancelled (status {})",
+                    before_cancel.as_ref().map(|s| s.as_str()).unwrap_or("not visible"),
+                    seen.status_name()
+                )
+            } else if seen.terminal() {
                 format!(
                     "the collection did not finish within its budget of {} s and was cancelled (status {})",
                     budget.seconds,
@@ -575,7 +586,7 @@ pub async fn poll(
             STEP,
             "OS-level collection",
             format!(
-                "the SSM agent did not take the command within its delivery timeout of {} s (DeliveryTimedOut): its channel to Systems Manager or its network path was closed; the script never ran",
+                "the SSM agent did not take the command before SSM gave up on it (DeliveryTimedOut; delivery timeout {} s): its channel to Systems Manager or its network path was closed; the script never ran",
                 budget.delivery_timeout()
             ),
         ));

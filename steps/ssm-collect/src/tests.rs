@@ -250,11 +250,11 @@ async fn polls_with_a_growing_interval_until_the_deadline() {
         .await
         .unwrap();
     assert_eq!((out.polls, out.next_wait_seconds), (5, 300));
-    // Never past the deadline (1,200 s + 30 s).
+    // Never past the deadline (30 s before SSM's own end at 1,200 s).
     let out = poll(&c, &CONFIG, &incident(false), CMD, T0, 6, T0 + 1065)
         .await
         .unwrap();
-    assert_eq!(out.next_wait_seconds, 165);
+    assert_eq!(out.next_wait_seconds, 105);
 }
 
 #[tokio::test]
@@ -277,7 +277,7 @@ async fn at_the_deadline_the_command_is_cancelled_and_its_end_awaited() {
         presigner: presigner(),
         evidence: EvidenceWriter::new(s3, "evidence"),
     };
-    let out = poll(&c, &CONFIG, &incident(false), CMD, T0, 8, T0 + 1230)
+    let out = poll(&c, &CONFIG, &incident(false), CMD, T0, 8, T0 + 1170)
         .await
         .unwrap();
     assert_eq!(cancel.num_calls(), 1);
@@ -308,7 +308,9 @@ async fn a_command_never_delivered_is_a_gap_naming_the_channel() {
     .unwrap();
     assert!(out.finished && !out.succeeded);
     assert_eq!(out.gaps.len(), 1);
-    assert!(out.gaps[0].reason.contains("delivery timeout of 240 s"));
+    assert!(out.gaps[0]
+        .reason
+        .contains("DeliveryTimedOut; delivery timeout 240 s"));
     assert!(out.artifacts.is_empty());
 }
 
@@ -424,4 +426,36 @@ async fn an_invocation_not_yet_visible_is_pending_and_throttling_is_transient() 
             "InvalidInput"
         );
     }
+}
+
+#[tokio::test]
+async fn a_command_the_agent_never_took_is_cancelled_at_the_deadline_and_named_as_such() {
+    let pending = invocation(CommandInvocationStatus::Pending, "Pending", "");
+    let cancel = mock!(aws_sdk_ssm::Client::cancel_command)
+        .then_output(|| CancelCommandOutput::builder().build());
+    let cancelled = invocation(CommandInvocationStatus::Cancelled, "Cancelled", "");
+    let missing = mock!(aws_sdk_s3::Client::get_object)
+        .then_http_response(cordon_common::testing::s3_error(404, "NoSuchKey"));
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[&missing]);
+    let c = Clients {
+        ssm: mock_client!(
+            aws_sdk_ssm,
+            RuleMode::Sequential,
+            &[&pending, &cancel, &cancelled]
+        ),
+        s3: s3.clone(),
+        presigner: presigner(),
+        evidence: EvidenceWriter::new(s3, "evidence"),
+    };
+    let out = poll(&c, &CONFIG, &incident(false), CMD, T0, 7, T0 + 1171)
+        .await
+        .unwrap();
+    assert!(out.finished && out.cancelled);
+    assert!(
+        out.gaps[0]
+            .reason
+            .contains("never took the command (Pending after 1171 s)"),
+        "{:?}",
+        out.gaps
+    );
 }
