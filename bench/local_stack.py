@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -390,7 +391,8 @@ def end_to_end(stack: LocalStack, runs: int, prices: dict) -> dict:
         "single_interface": single_interface,
         "non_ssm": {"cold": non_ssm[0], "warm": summarise(non_ssm[1:]), "all": summarise(non_ssm), "runs": non_ssm},
         "ssm": {"cold": ssm[0], "warm": summarise(ssm[1:]), "all": summarise(ssm), "runs": ssm},
-        "collection_wait_seconds": 1,
+        # Wait states run CORDON_WAIT_SCALE (15) times faster on the local stack (local_aws/wait_scale.py).
+        "wait_scale": float(os.environ.get("CORDON_WAIT_SCALE", "15")),
     }
 
 

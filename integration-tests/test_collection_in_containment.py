@@ -10,6 +10,7 @@ ACLs. So a collection here succeeds only if Cordon opened exactly what the agent
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -18,7 +19,7 @@ import uuid
 import pytest
 
 from local_aws import seed as seed_module
-from test_incident_response import assert_contained, notifications_for, seed_exposed, states_entered
+from test_incident_response import assert_contained, notifications_for, states_entered
 
 COLLECTION_GROUP = "cordon-collection"
 CHANNEL_SID = "CordonRevokeExceptCollectionChannel"
@@ -28,15 +29,37 @@ def incident_id() -> str:
     return f"IR-{uuid.uuid4().hex[:10]}"
 
 
-def revoke_policy(stack) -> dict:
-    doc = stack.iam.get_role_policy(RoleName="app-server", PolicyName="cordon-revoke")["PolicyDocument"]
-    return json.loads(doc) if isinstance(doc, str) else doc
+@pytest.fixture(scope="module")
+def vpc(stack) -> seed_module.SeedContext:
+    """A VPC of this module's own, with the SSM and S3 endpoints: the shared VPC's network ACLs fill
+    up over the suite (20 rules per direction), and a full ACL leaves no room for the collection
+    path's allow rules (the collection is then a gap, as it would be on AWS)."""
+    return seed_module.seed_vpc(stack.context, name=f"col-{uuid.uuid4().hex[:6]}", ipv6=False)
+
+
+def seed_here(stack, ctx, **kwargs) -> seed_module.SeededInstance:
+    """``seed_exposed``'s instance (protections opposite to Cordon's), in ``ctx``'s VPC, one
+    interface and one volume (few ACL rules per instance)."""
+    kwargs.setdefault("shutdown_behavior", "terminate")
+    kwargs.setdefault("delete_on_termination", True)
+    kwargs.setdefault("extra_volumes", 0)
+    kwargs.setdefault("second_interface", False)
+    return seed_module.seed_instance(ctx, control_url=stack.control_url, **kwargs)
 
 
 def channel_open_for(stack, iid: str) -> bool:
+    return channel_open_for_role(stack, "app-server", iid)
+
+
+def channel_open_for_role(stack, role: str, iid: str) -> bool:
+    try:
+        doc = stack.iam.get_role_policy(RoleName=role, PolicyName="cordon-revoke")["PolicyDocument"]
+    except stack.iam.exceptions.NoSuchEntityException:
+        return False
+    doc = json.loads(doc) if isinstance(doc, str) else doc
     return any(
         s.get("Sid") == CHANNEL_SID and f"instance/{iid}" in json.dumps(s["Condition"])
-        for s in revoke_policy(stack)["Statement"]
+        for s in doc["Statement"]
     )
 
 
@@ -73,8 +96,8 @@ def groups_of(stack, iid: str) -> dict[str, list[str]]:
     return {e["NetworkInterfaceId"]: sorted(g["GroupId"] for g in e["Groups"]) for e in enis["NetworkInterfaces"]}
 
 
-def test_the_collection_reaches_the_agent_through_the_endpoints_and_everything_is_closed_after(stack):
-    inst = seed_exposed(stack, name="col-endpoints", ssm=True)
+def test_the_collection_reaches_the_agent_through_the_endpoints_and_everything_is_closed_after(stack, vpc):
+    inst = seed_here(stack, vpc, name="col-endpoints", ssm=True)
     iid = inst.instance_id
     # The command stays running until this test cancels it, so the path can be looked at meanwhile.
     stack.control("/ssm/behaviour", {"instance_id": iid, "mode": "hang"})
@@ -97,7 +120,7 @@ def test_the_collection_reaches_the_agent_through_the_endpoints_and_everything_i
         egress = sg["IpPermissionsEgress"]
         assert all((p["IpProtocol"], p.get("FromPort"), p.get("ToPort")) == ("tcp", 443, 443) for p in egress), egress
         assert not any(p.get("IpRanges") or p.get("Ipv6Ranges") for p in egress), egress
-        assert {g["GroupId"] for p in egress for g in p.get("UserIdGroupPairs", [])} == {stack.context.endpoint_security_group_id}
+        assert {g["GroupId"] for p in egress for g in p.get("UserIdGroupPairs", [])} == {vpc.endpoint_security_group_id}
         [s3_list] = stack.ec2.describe_prefix_lists(
             Filters=[{"Name": "prefix-list-name", "Values": ["com.amazonaws.us-east-1.s3"]}]
         )["PrefixLists"]
@@ -123,8 +146,8 @@ def test_the_collection_reaches_the_agent_through_the_endpoints_and_everything_i
     assert f"cordon-forensic-{iid}" in stack.iam.list_role_policies(RoleName=forensic_role)["PolicyNames"]
 
 
-def test_a_full_collection_uploads_its_archive_through_the_presigned_url(stack):
-    inst = seed_exposed(stack, name="col-full", ssm=True)
+def test_a_full_collection_uploads_its_archive_through_the_presigned_url(stack, vpc):
+    inst = seed_here(stack, vpc, name="col-full", ssm=True)
     incident = incident_id()
     since = stack.last_request_seq()
     desc, events = stack.run_execution({"instance_id": inst.instance_id, "incident_id": incident}, name=incident, timeout=240)
@@ -180,11 +203,22 @@ def test_collect_first_is_refused_before_anything_changes(stack, bare):
 
 
 @pytest.mark.slow
-def test_with_role_wide_revocation_the_command_is_never_delivered_and_that_is_a_gap(stack):
+def test_with_role_wide_revocation_the_command_is_never_delivered_and_that_is_a_gap(stack, vpc):
     """revoke_sessions = role denies every older session of the role, the agent's channel included:
     the agent never takes the command; at the deadline (30 s before SSM's own end of the smallest
     budget, 300 s) Cordon cancels it and records why, and the response still ends contained."""
-    inst = seed_exposed(stack, name="col-denied", ssm=True)
+    # A role of its own: a role-wide revocation denies every instance of the role, and the shared
+    # app-server role must keep working for the other scenarios.
+    name = f"col-denied-{uuid.uuid4().hex[:6]}"
+    stack.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }))
+    stack.iam.attach_role_policy(RoleName=name, PolicyArn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
+    profile = stack.iam.create_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    stack.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    own = dataclasses.replace(vpc, instance_profile_arn=profile["Arn"], instance_profile_name=name)
+    inst = seed_here(stack, own, name="col-denied", ssm=True)
     incident = incident_id()
     stack.notifications()
     desc, events = stack.run_execution(
@@ -198,14 +232,14 @@ def test_with_role_wide_revocation_the_command_is_never_delivered_and_that_is_a_
     assert "the SSM agent never took the command (Pending after" in m["Message"], m["Message"]
     desc = stack.ec2.describe_instances(InstanceIds=[inst.instance_id])["Reservations"][0]["Instances"][0]
     assert desc["MetadataOptions"]["HttpEndpoint"] == "disabled"
-    assert not channel_open_for(stack, inst.instance_id)
+    assert not channel_open_for_role(stack, name, inst.instance_id)
 
 
-def test_memory_is_captured_first_uploaded_and_hashed_in_the_manifest(stack, tmp_path):
+def test_memory_is_captured_first_uploaded_and_hashed_in_the_manifest(stack, vpc, tmp_path):
     """A fake ``avml`` on the host's PATH and a host with 1 GiB of memory (the SSM shim's
     ``extra_path`` and ``memory_kib``): the image is uploaded through its presigned URL and its
     SHA-256 is in the manifest, checked against what the script printed."""
-    inst = seed_exposed(stack, name="col-memory", ssm=True)
+    inst = seed_here(stack, vpc, name="col-memory", ssm=True)
     iid = inst.instance_id
     tools = tmp_path / "bin"
     tools.mkdir()
@@ -232,8 +266,8 @@ def test_memory_is_captured_first_uploaded_and_hashed_in_the_manifest(stack, tmp
         assert "memory.lime" in json.dumps(order[0]), order
 
 
-def test_without_a_capture_tool_memory_is_a_gap_and_nothing_is_installed(stack):
-    inst = seed_exposed(stack, name="col-no-avml", ssm=True)
+def test_without_a_capture_tool_memory_is_a_gap_and_nothing_is_installed(stack, vpc):
+    inst = seed_here(stack, vpc, name="col-no-avml", ssm=True)
     stack.control("/ssm/agent", {"instance_id": inst.instance_id, "memory_kib": 1048576})
     incident = incident_id()
     desc, _ = stack.run_execution(

@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 from conftest import sha256
+from local_aws import seed as seed_module
 
 MISSING = "i-0000000000000dead"
 MUTATING_EC2 = (
@@ -300,7 +301,12 @@ def test_a_failed_collection_removes_the_forensic_profile_and_still_contains(sta
 def test_a_collection_that_never_finishes_is_cancelled_at_the_budget_before_the_profile_goes(stack):
     """The smallest budget (300 s) in real time: the command is cancelled at the deadline
     (budget + 30 s) and has stopped before the forensic profile is removed."""
-    inst = seed_exposed(stack, name="collect-hangs", ssm=True)
+    # A VPC of its own: the shared VPC's network ACLs fill up over the suite, and a full ACL leaves
+    # no room for the collection path (the collection would then be a gap, not cancelled).
+    ctx = seed_module.seed_vpc(stack.context, name=f"hangs-{uuid.uuid4().hex[:6]}", ipv6=False)
+    inst = seed_module.seed_instance(ctx, control_url=stack.control_url, name="collect-hangs", ssm=True,
+                                     extra_volumes=0, second_interface=False, shutdown_behavior="terminate",
+                                     delete_on_termination=True)
     stack.control("/ssm/behaviour", {"instance_id": inst.instance_id, "mode": "hang"})
     incident = incident_id()
     stack.notifications()

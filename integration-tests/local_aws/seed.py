@@ -19,9 +19,12 @@ process (the tests call it through the ``stack`` fixture).
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 import ipaddress
 from dataclasses import asdict, dataclass, field, replace
+
+from botocore.exceptions import ClientError
 
 from .deploy import client
 
@@ -146,21 +149,36 @@ def add_nat_layout(
 SSM_ENDPOINT_SERVICES = ("ssm", "ssmmessages", "ec2messages")
 
 
+def _patiently(call, **kwargs):
+    """One EC2 call of the seeding, retried while the local stack's EC2 token buckets
+    (``ec2_throttling.py``) answer RequestLimitExceeded, as a patient client would."""
+    for attempt in range(30):
+        try:
+            return call(**kwargs)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "RequestLimitExceeded" or attempt == 29:
+                raise
+            time.sleep(min(2.0, 0.2 * (attempt + 1)))
+
+
 def add_ssm_endpoints(ec2, vpc_id: str, cidr: str, subnet_id: str, region: str = "us-east-1") -> dict:
     """The VPC endpoints a private instance's SSM agent needs without internet access: interface
     endpoints for ``ssm``, ``ssmmessages`` and ``ec2messages`` with private DNS, whose security
     group allows HTTPS from the VPC, and an S3 gateway endpoint on every route table of the VPC
     (https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-create-vpc.html)."""
-    sg = ec2.create_security_group(
-        GroupName="ssm-endpoints", Description="HTTPS from the VPC to the SSM endpoints", VpcId=vpc_id
+    sg = _patiently(
+        ec2.create_security_group,
+        GroupName="ssm-endpoints", Description="HTTPS from the VPC to the SSM endpoints", VpcId=vpc_id,
     )["GroupId"]
-    ec2.authorize_security_group_ingress(
+    _patiently(
+        ec2.authorize_security_group_ingress,
         GroupId=sg,
         IpPermissions=[{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": cidr}]}],
     )
     endpoints = {}
     for service in SSM_ENDPOINT_SERVICES:
-        endpoints[service] = ec2.create_vpc_endpoint(
+        endpoints[service] = _patiently(
+            ec2.create_vpc_endpoint,
             VpcId=vpc_id,
             ServiceName=f"com.amazonaws.{region}.{service}",
             VpcEndpointType="Interface",
@@ -172,7 +190,8 @@ def add_ssm_endpoints(ec2, vpc_id: str, cidr: str, subnet_id: str, region: str =
         t["RouteTableId"]
         for t in ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["RouteTables"]
     ]
-    endpoints["s3"] = ec2.create_vpc_endpoint(
+    endpoints["s3"] = _patiently(
+        ec2.create_vpc_endpoint,
         VpcId=vpc_id,
         ServiceName=f"com.amazonaws.{region}.s3",
         VpcEndpointType="Gateway",
