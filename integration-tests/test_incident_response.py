@@ -318,8 +318,9 @@ def test_a_collection_that_never_finishes_is_cancelled_at_the_budget_before_the_
     )
     assert desc["status"] == "SUCCEEDED", desc
     visited = states_entered(events)
-    # The growing interval: a handful of checks, not one per 30 s.
-    assert 2 <= visited.count("Check collection") <= 40, visited.count("Check collection")
+    # Several checks (their number here depends on the local Wait compression, wait_scale.py; the
+    # growing interval itself is a unit test of cordon_common::collection).
+    assert visited.count("Check collection") >= 2, visited.count("Check collection")
     calls = [r for r in stack.requests(since=since) if r["action"] in ("CancelCommand", "DisassociateIamInstanceProfile")]
     cancel = [i for i, r in enumerate(calls) if r["action"] == "CancelCommand"]
     assert cancel, "the command was cancelled"

@@ -165,7 +165,8 @@ def describe(stack, iid: str) -> dict:
 
 
 def revocation_list(stack) -> list[str]:
-    """The instance ARNs in Cordon's revocation policy on the seeded role (detach-profile's revoke.rs)."""
+    """The instance ARNs in Cordon's revocation policy on the seeded role (detach-profile's revoke.rs),
+    fully denied or denied all but the agent's channel."""
     try:
         doc = stack.iam.get_role_policy(RoleName=ROLE, PolicyName="cordon-revoke")["PolicyDocument"]
     except stack.iam.exceptions.NoSuchEntityException:
@@ -175,7 +176,8 @@ def revocation_list(stack) -> list[str]:
     assert len(sids) == len(set(sids)), f"a revocation statement twice: {sids}"
     arns = []
     for s in doc["Statement"]:
-        if s.get("Sid") == "CordonRevokeInstanceCredentials":
+        # Revoked either fully or, while a collection is to come, all but the SSM agent's channel.
+        if s.get("Sid") in ("CordonRevokeInstanceCredentials", "CordonRevokeExceptCollectionChannel"):
             listed = s["Condition"]["StringEquals"]["ec2:SourceInstanceARN"]
             arns += [listed] if isinstance(listed, str) else listed
     return arns

@@ -401,7 +401,8 @@ async fn remove_foreign(
             config,
             incident,
             &arn,
-            revoke::Channel::Closed,
+            // Before the collection the agent's channel stays as it is; after it, it is closed.
+            revoke::Channel::Keep,
             &mut timeline,
             &mut out.gaps,
         )

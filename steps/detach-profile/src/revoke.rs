@@ -215,7 +215,7 @@ impl RevokePolicy {
     ) -> bool {
         let listed = |list: &[String]| list.iter().any(|a| a == instance_arn);
         match (scope, channel) {
-            (RevokeSessions::Instance, Channel::Closed) => {
+            (RevokeSessions::Instance, Channel::Closed | Channel::Keep) => {
                 (listed(&self.instance_arns) && !listed(&self.collecting_arns))
                     || self.revokes_older_than(cut_off)
             }
@@ -315,6 +315,10 @@ pub enum Channel {
     Closed,
     /// Everything but [`CHANNEL_ACTIONS`] denied, until the collection ends.
     Open,
+    /// As it is now for this instance: open if the policy lists it as collecting (a profile
+    /// re-associated before the collection is revoked without shutting the agent's channel that
+    /// the collection still needs), closed otherwise.
+    Keep,
 }
 
 /// Longer than a concurrent writer's read-to-put time: ListRolePolicies, a GetRolePolicy per
@@ -439,7 +443,10 @@ fn plan(
         listed.instance_arns.retain(|a| a != req.instance_arn);
         listed.collecting_arns.retain(|a| a != req.instance_arn);
         match req.channel {
-            Channel::Closed => listed.instance_arns.push(req.instance_arn.to_owned()),
+            // `Keep` is resolved by `revoke` before planning; unresolved it is the safe side.
+            Channel::Closed | Channel::Keep => {
+                listed.instance_arns.push(req.instance_arn.to_owned())
+            }
             Channel::Open => listed.collecting_arns.push(req.instance_arn.to_owned()),
         }
         if listed.size() <= budget {
@@ -521,6 +528,15 @@ pub async fn revoke(iam: &aws_sdk_iam::Client, req: &Request<'_>) -> Result<Outc
         }
 
         let current = state.current.clone().unwrap_or_default();
+        let resolved = Request {
+            channel: match req.channel {
+                Channel::Keep if current.channel_open(req.instance_arn) => Channel::Open,
+                Channel::Keep => Channel::Closed,
+                other => other,
+            },
+            ..req.clone()
+        };
+        let req = &resolved;
         let budget = req.quota.saturating_sub(state.others_size);
         let planned = plan(&current, req, budget, minimal)
             .map_err(|needed| not_revocable(req, budget, needed))?;
