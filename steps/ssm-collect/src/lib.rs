@@ -697,7 +697,11 @@ async fn uploaded(
     incident: &Incident,
     stdout: &str,
 ) -> Result<(Vec<Artifact>, Vec<Gap>), StepError> {
-    let (reported, script_gaps) = parse_stdout(stdout);
+    let (reported, mut script_gaps) = parse_stdout(stdout);
+    // The script always says what happened to memory; not asked for is not a gap.
+    if !incident.options.memory {
+        script_gaps.retain(|(what, _)| what != "memory");
+    }
     let script_whats: Vec<String> = script_gaps.iter().map(|(w, _)| w.clone()).collect();
     let mut gaps: Vec<Gap> = script_gaps
         .into_iter()

@@ -459,3 +459,31 @@ async fn a_command_the_agent_never_took_is_cancelled_at_the_deadline_and_named_a
         out.gaps
     );
 }
+
+#[tokio::test]
+async fn memory_not_asked_for_is_not_a_gap() {
+    let stdout: &'static str =
+        "CORDON_GAP what=memory reason=memory capture not requested (CORDON_CAPTURE_MEMORY=0)\n";
+    let done = invocation(CommandInvocationStatus::Success, "Success", stdout);
+    let get = mock!(aws_sdk_s3::Client::get_object).then_output(|| {
+        GetObjectOutput::builder()
+            .body(b"c".to_vec().into())
+            .build()
+    });
+    let out = poll(
+        &clients(&[&done], &[&get]),
+        &CONFIG,
+        &incident(false),
+        CMD,
+        T0,
+        1,
+        T0 + 30,
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.gaps.iter().all(|g| g.what != "memory image"),
+        "{:?}",
+        out.gaps
+    );
+}
