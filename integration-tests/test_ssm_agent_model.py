@@ -12,6 +12,7 @@ drives the agent through IAM policies, security groups, ACLs and the control hoo
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,8 @@ import uuid
 from urllib.parse import urlsplit
 
 import boto3
+from pathlib import Path
+
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -29,19 +32,16 @@ from local_aws.ssm_agent import Policy, Request, condition_matches, evaluate
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-CHANNEL = [
-    "ssm:UpdateInstanceInformation",
-    "ssmmessages:CreateControlChannel",
-    "ssmmessages:CreateDataChannel",
-    "ssmmessages:OpenControlChannel",
-    "ssmmessages:OpenDataChannel",
-    "ec2messages:AcknowledgeMessage",
-    "ec2messages:DeleteMessage",
-    "ec2messages:FailMessage",
-    "ec2messages:GetEndpoint",
-    "ec2messages:GetMessages",
-    "ec2messages:SendReply",
-]
+# The SSM agent's channel actions that Cordon's revocation leaves open during a collection, read
+# from their one definition (revoke::CHANNEL_ACTIONS), as the CDK tests read it for the forensic role.
+CHANNEL = re.findall(
+    r'"([a-z0-9]+:[A-Za-z]+)"',
+    re.search(
+        r"pub const CHANNEL_ACTIONS: \[&str; \d+\] = \[(.*?)\];",
+        (Path(__file__).resolve().parents[1] / "steps/detach-profile/src/revoke.rs").read_text(),
+        re.S,
+    ).group(1),
+)
 CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 TERMINAL = ("Success", "Failed", "TimedOut", "Cancelled")
 

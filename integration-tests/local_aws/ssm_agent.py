@@ -676,28 +676,28 @@ def _acl_allows(acl, egress: bool, peer_ip: str, ports: tuple[int, int]) -> tupl
     return False, f"{acl.id} {direction} TCP {span} {'to' if egress else 'from'} {peer_ip} denied ({why})"
 
 
-def _acl_pair(
-    backend, subnet_id: str, peer_ip: str, out_ports: tuple[int, int], in_ports: tuple[int, int]
+def _acl_exchange(
+    backend, subnet_id: str, peer_ip: str, outgoing: bool, request_ports: tuple[int, int], answer_ports: tuple[int, int]
 ) -> tuple[bool, str]:
+    """A subnet's ACL for one request and its answer, both with ``peer_ip``: the request leaves
+    the subnet towards the peer (``outgoing``) or enters it from the peer, on ``request_ports``;
+    the answer goes the other way on ``answer_ports``. ACLs are stateless: both must be allowed."""
+    acl = _acl_of_subnet(backend, subnet_id)
+    ok, request = _acl_allows(acl, outgoing, peer_ip, request_ports)
+    if not ok:
+        return False, request
+    ok, answer = _acl_allows(acl, not outgoing, peer_ip, answer_ports)
+    return ok, answer if not ok else f"{request}; {answer}"
+
+
+def _acl_pair(backend, subnet_id: str, peer_ip: str, out_ports: tuple[int, int], in_ports: tuple[int, int]):
     """A subnet's ACL for one request out (``out_ports`` at the peer) and its answer in."""
-    acl = _acl_of_subnet(backend, subnet_id)
-    ok, out = _acl_allows(acl, True, peer_ip, out_ports)
-    if not ok:
-        return False, out
-    ok, back = _acl_allows(acl, False, peer_ip, in_ports)
-    return ok, back if not ok else f"{out}; {back}"
+    return _acl_exchange(backend, subnet_id, peer_ip, True, out_ports, in_ports)
 
 
-def _acl_pair_server(
-    backend, subnet_id: str, client_ip: str, server_ports: tuple[int, int], client_ports: tuple[int, int]
-) -> tuple[bool, str]:
+def _acl_pair_server(backend, subnet_id: str, client_ip: str, server_ports: tuple[int, int], client_ports: tuple[int, int]):
     """A subnet's ACL for a request in from ``client_ip`` and its answer out."""
-    acl = _acl_of_subnet(backend, subnet_id)
-    ok, inbound = _acl_allows(acl, False, client_ip, server_ports)
-    if not ok:
-        return False, inbound
-    ok, outbound = _acl_allows(acl, True, client_ip, client_ports)
-    return ok, outbound if not ok else f"{inbound}; {outbound}"
+    return _acl_exchange(backend, subnet_id, client_ip, False, server_ports, client_ports)
 
 
 def _route_table_of_subnet(backend, subnet_id: str, vpc_id: str):

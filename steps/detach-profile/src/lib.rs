@@ -309,17 +309,7 @@ async fn revoke_profile(
         ));
         return Ok(None);
     }
-    let roles = clients
-        .iam
-        .get_instance_profile()
-        .instance_profile_name(profile_name(profile_arn)?)
-        .send()
-        .await
-        .map_err(|e| StepError::aws("GetInstanceProfile", e))?
-        .instance_profile
-        .map(|p| p.roles)
-        .unwrap_or_default();
-    let Some(role) = roles.first() else {
+    let Some(role_name) = role_of(clients, profile_arn).await? else {
         // A profile without a role hands out no credentials: nothing was issued.
         gaps.push(Gap::new(
             STEP,
@@ -328,13 +318,8 @@ async fn revoke_profile(
         ));
         return Ok(None);
     };
-    let role_name = role.role_name().to_owned();
-    let (partition, account) = arn_partition_account(profile_arn)?;
     let id = incident.instance_id.as_str();
-    let instance_arn = format!(
-        "arn:{partition}:ec2:{}:{account}:instance/{id}",
-        config.region
-    );
+    let instance_arn = instance_arn(config, profile_arn, id)?;
     let cut_off = revoke::cut_off_now();
     let request = revoke::Request {
         role_name: &role_name,

@@ -377,46 +377,60 @@ async fn nat_gateways(
     Err(more_pages("DescribeNatGateways"))
 }
 
-async fn vpc_endpoints(
+/// The VPC's endpoints as EC2 describes them, every page; only those in `state` when given.
+/// Shared by the network facts and the collection path (`collection::endpoints`).
+pub(crate) async fn describe_vpc_endpoints(
     ec2: &aws_sdk_ec2::Client,
     vpc_id: &str,
-) -> Result<Vec<Endpoint>, StepError> {
+    state: Option<&str>,
+) -> Result<Vec<aws_sdk_ec2::types::VpcEndpoint>, StepError> {
     let mut out = Vec::new();
     let mut token = None;
     for _ in 0..MAX_PAGES {
-        let page = ec2
+        let mut req = ec2
             .describe_vpc_endpoints()
-            .filters(filter("vpc-id", vpc_id))
+            .filters(filter("vpc-id", vpc_id));
+        if let Some(state) = state {
+            req = req.filters(filter("vpc-endpoint-state", state));
+        }
+        let page = req
             .set_next_token(token)
             .send()
             .await
             .map_err(|e| StepError::aws("DescribeVpcEndpoints", e))?;
-        out.extend(
-            page.vpc_endpoints()
-                .iter()
-                .filter(|e| {
-                    !matches!(
-                        e.state().map(|s| s.as_str()),
-                        Some("deleted" | "deleting" | "failed" | "rejected" | "expired")
-                    )
-                })
-                .map(|e| Endpoint {
-                    vpc_endpoint_id: e.vpc_endpoint_id().unwrap_or_default().to_owned(),
-                    endpoint_type: e
-                        .vpc_endpoint_type()
-                        .map(|t| t.as_str().to_owned())
-                        .unwrap_or_default(),
-                    service_name: e.service_name().unwrap_or_default().to_owned(),
-                    state: e.state().map(|s| s.as_str().to_owned()),
-                    subnet_ids: e.subnet_ids().to_vec(),
-                }),
-        );
+        out.extend(page.vpc_endpoints().iter().cloned());
         token = page.next_token().map(str::to_owned);
         if token.is_none() {
             return Ok(out);
         }
     }
     Err(more_pages("DescribeVpcEndpoints"))
+}
+
+async fn vpc_endpoints(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+) -> Result<Vec<Endpoint>, StepError> {
+    Ok(describe_vpc_endpoints(ec2, vpc_id, None)
+        .await?
+        .iter()
+        .filter(|e| {
+            !matches!(
+                e.state().map(|s| s.as_str()),
+                Some("deleted" | "deleting" | "failed" | "rejected" | "expired")
+            )
+        })
+        .map(|e| Endpoint {
+            vpc_endpoint_id: e.vpc_endpoint_id().unwrap_or_default().to_owned(),
+            endpoint_type: e
+                .vpc_endpoint_type()
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
+            service_name: e.service_name().unwrap_or_default().to_owned(),
+            state: e.state().map(|s| s.as_str().to_owned()),
+            subnet_ids: e.subnet_ids().to_vec(),
+        })
+        .collect())
 }
 
 async fn transit_gateway_attachments(

@@ -69,7 +69,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-use aws_sdk_ec2::types::{NetworkAcl, NetworkAclEntry, RuleAction};
+use aws_sdk_ec2::types::{NetworkAcl, NetworkAclEntry, PortRange, RuleAction};
 use cordon_common::lookup::filter;
 use cordon_common::timeline::actions;
 use cordon_common::timeline::Timeline;
@@ -393,6 +393,69 @@ fn rule_json(number: i32, egress: bool, cidr: &Cidr) -> Value {
     })
 }
 
+/// What [`create_entry`] did.
+pub(crate) enum Created {
+    Done,
+    /// The number was taken meanwhile (`NetworkAclEntryAlreadyExists`: a concurrent execution, a
+    /// responder): `entries` now holds the ACL as AWS has it, to plan again from.
+    Taken,
+    /// `NetworkAclEntryLimitExceeded`: the ACL holds its quota of rules in that direction.
+    Full(StepError),
+}
+
+/// Creates `entry` (its number, direction, CIDR, action, and TCP ports or all protocols) in
+/// `acl_id`; on success it joins `entries`. The one place where both the deny rules and the
+/// collection path's allow rules are written, so that they share the race and quota handling.
+pub(crate) async fn create_entry(
+    ec2: &aws_sdk_ec2::Client,
+    acl_id: &str,
+    entry: Entry,
+    entries: &mut Vec<Entry>,
+) -> Result<Created, StepError> {
+    let Some(cidr) = entry.cidr else {
+        return Err(StepError::invalid("a network ACL entry needs a CIDR"));
+    };
+    let mut req = ec2
+        .create_network_acl_entry()
+        .network_acl_id(acl_id)
+        .rule_number(entry.number)
+        .rule_action(if entry.allow {
+            RuleAction::Allow
+        } else {
+            RuleAction::Deny
+        })
+        .egress(entry.egress);
+    req = match entry.tcp_ports {
+        Some((from, to)) => req
+            .protocol("6")
+            .port_range(PortRange::builder().from(from).to(to).build()),
+        None => req.protocol("-1"),
+    };
+    req = if cidr.is_ipv6() {
+        req.ipv6_cidr_block(cidr.to_string())
+    } else {
+        req.cidr_block(cidr.to_string())
+    };
+    match req.send().await {
+        Ok(_) => {
+            entries.push(entry);
+            Ok(Created::Done)
+        }
+        Err(e) => {
+            let err = StepError::aws("CreateNetworkAclEntry", e);
+            match err.aws_code() {
+                Some("NetworkAclEntryAlreadyExists") => {
+                    let fresh = describe_acls(ec2, None, &[acl_id.to_owned()]).await?;
+                    *entries = fresh.first().map(entries_of).unwrap_or_default();
+                    Ok(Created::Taken)
+                }
+                Some("NetworkAclEntryLimitExceeded") => Ok(Created::Full(err)),
+                _ => Err(err),
+            }
+        }
+    }
+}
+
 async fn deny_one(
     ec2: &aws_sdk_ec2::Client,
     acl_id: &str,
@@ -437,53 +500,31 @@ async fn deny_one(
         };
         let after = rule_json(number, egress, &cidr);
         timeline.intend(ACTION, acl_id, &Value::Null, &after);
-        let mut req = ec2
-            .create_network_acl_entry()
-            .network_acl_id(acl_id)
-            .rule_number(number)
-            .protocol("-1")
-            .rule_action(RuleAction::Deny)
-            .egress(egress);
-        req = if cidr.is_ipv6() {
-            req.ipv6_cidr_block(cidr.to_string())
-        } else {
-            req.cidr_block(cidr.to_string())
+        let entry = Entry {
+            number,
+            egress,
+            allow: false,
+            all_protocols: true,
+            tcp_ports: None,
+            cidr: Some(cidr),
         };
-        match req.send().await {
-            Ok(_) => {
-                entries.push(Entry {
-                    number,
-                    egress,
-                    allow: false,
-                    all_protocols: true,
-                    tcp_ports: None,
-                    cidr: Some(cidr),
-                });
+        match create_entry(ec2, acl_id, entry, entries).await? {
+            Created::Done => {
                 timeline.record(ACTION, acl_id, Value::Null, after);
                 return Ok(Placed::Rule(rule(number, true)));
             }
-            Err(e) => {
-                let err = StepError::aws("CreateNetworkAclEntry", e);
-                match err.aws_code() {
-                    // Taken meanwhile (a concurrent execution, a responder): plan again from AWS.
-                    Some("NetworkAclEntryAlreadyExists") => {
-                        let fresh = describe_acls(ec2, None, &[acl_id.to_owned()]).await?;
-                        *entries = fresh.first().map(entries_of).unwrap_or_default();
-                    }
-                    Some("NetworkAclEntryLimitExceeded") => {
-                        return Ok(Placed::Gap(Gap::new(
-                            STEP,
-                            format!(
-                                "network ACL {acl_id}: no {} deny rule for {cidr}",
-                                direction(egress)
-                            ),
-                            format!(
-                                "{err}: the ACL holds its quota of rules per direction (20 by default, IPv4 and IPv6 counted separately, default deny included)"
-                            ),
-                        )));
-                    }
-                    _ => return Err(err),
-                }
+            Created::Taken => {}
+            Created::Full(err) => {
+                return Ok(Placed::Gap(Gap::new(
+                    STEP,
+                    format!(
+                        "network ACL {acl_id}: no {} deny rule for {cidr}",
+                        direction(egress)
+                    ),
+                    format!(
+                        "{err}: the ACL holds its quota of rules per direction (20 by default, IPv4 and IPv6 counted separately, default deny included)"
+                    ),
+                )));
             }
         }
     }

@@ -8,11 +8,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let bucket = aws::required_env("EVIDENCE_BUCKET")?;
     let default_budget_seconds = aws::required_env("COLLECTION_BUDGET_SECONDS")?.parse()?;
     let sdk = aws::load().await;
+    let s3 = aws::s3(&sdk);
     let clients = Clients {
         ssm: aws_sdk_ssm::Client::new(&sdk),
-        s3: aws::s3(&sdk),
-        presigner: aws::s3(&sdk),
-        evidence: EvidenceWriter::new(aws::s3(&sdk), bucket),
+        presigner: s3.clone(),
+        evidence: EvidenceWriter::new(s3.clone(), bucket),
+        s3,
     };
     let config = Config {
         default_budget_seconds,

@@ -49,6 +49,17 @@ fn clients(ssm: &[&Rule], s3: &[&Rule]) -> Clients {
     }
 }
 
+/// Clients whose SSM calls must come in exactly this order (status, cancel, status).
+fn in_order(ssm: &[&Rule], s3: &[&Rule]) -> Clients {
+    let s3c = mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3);
+    Clients {
+        ssm: mock_client!(aws_sdk_ssm, RuleMode::Sequential, ssm),
+        s3: s3c.clone(),
+        presigner: presigner(),
+        evidence: EvidenceWriter::new(s3c, "evidence"),
+    }
+}
+
 /// A client that only signs: test credentials, nothing is sent.
 fn presigner() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(
@@ -266,17 +277,7 @@ async fn at_the_deadline_the_command_is_cancelled_and_its_end_awaited() {
     let running = invocation(CommandInvocationStatus::InProgress, "InProgress", "");
     let missing = mock!(aws_sdk_s3::Client::get_object)
         .then_http_response(cordon_common::testing::s3_error(404, "NoSuchKey"));
-    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[&missing]);
-    let c = Clients {
-        ssm: mock_client!(
-            aws_sdk_ssm,
-            RuleMode::Sequential,
-            &[&running, &cancel, &cancelled]
-        ),
-        s3: s3.clone(),
-        presigner: presigner(),
-        evidence: EvidenceWriter::new(s3, "evidence"),
-    };
+    let c = in_order(&[&running, &cancel, &cancelled], &[&missing]);
     let out = poll(&c, &CONFIG, &incident(false), CMD, T0, 8, T0 + 1170)
         .await
         .unwrap();
@@ -436,17 +437,7 @@ async fn a_command_the_agent_never_took_is_cancelled_at_the_deadline_and_named_a
     let cancelled = invocation(CommandInvocationStatus::Cancelled, "Cancelled", "");
     let missing = mock!(aws_sdk_s3::Client::get_object)
         .then_http_response(cordon_common::testing::s3_error(404, "NoSuchKey"));
-    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[&missing]);
-    let c = Clients {
-        ssm: mock_client!(
-            aws_sdk_ssm,
-            RuleMode::Sequential,
-            &[&pending, &cancel, &cancelled]
-        ),
-        s3: s3.clone(),
-        presigner: presigner(),
-        evidence: EvidenceWriter::new(s3, "evidence"),
-    };
+    let c = in_order(&[&pending, &cancel, &cancelled], &[&missing]);
     let out = poll(&c, &CONFIG, &incident(false), CMD, T0, 7, T0 + 1171)
         .await
         .unwrap();

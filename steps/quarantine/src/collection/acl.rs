@@ -40,14 +40,14 @@
 
 use std::collections::BTreeSet;
 
-use aws_sdk_ec2::types::{PortRange, RuleAction};
 use cordon_common::timeline::Timeline;
 use cordon_common::{Gap, StepError};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::nacl::{
-    describe_acls, direction, entries_of, Address, Cidr, Entry, MAX_ATTEMPTS, RULE_RANGE,
+    create_entry, describe_acls, direction, entries_of, Address, Cidr, Created, Entry,
+    MAX_ATTEMPTS, RULE_RANGE,
 };
 use crate::STEP;
 
@@ -290,49 +290,27 @@ async fn allow_one(
         };
         let after = rule_json(number, egress, &cidr.to_string());
         timeline.intend(ALLOW, acl_id, &Value::Null, &after);
-        let mut req = ec2
-            .create_network_acl_entry()
-            .network_acl_id(acl_id)
-            .rule_number(number)
-            .protocol(TCP)
-            .port_range(PortRange::builder().from(from).to(to).build())
-            .rule_action(RuleAction::Allow)
-            .egress(egress);
-        req = if cidr.is_ipv6() {
-            req.ipv6_cidr_block(cidr.to_string())
-        } else {
-            req.cidr_block(cidr.to_string())
+        let entry = Entry {
+            number,
+            egress,
+            allow: true,
+            all_protocols: false,
+            tcp_ports: Some((from, to)),
+            cidr: Some(cidr),
         };
-        match req.send().await {
-            Ok(_) => {
-                entries.push(Entry {
-                    number,
-                    egress,
-                    allow: true,
-                    all_protocols: false,
-                    tcp_ports: Some((from, to)),
-                    cidr: Some(cidr),
-                });
+        match create_entry(ec2, acl_id, entry, entries).await? {
+            Created::Done => {
                 timeline.record(ALLOW, acl_id, Value::Null, after);
                 return Ok(Placed::Rule(rule(number, true)));
             }
-            Err(e) => {
-                let err = StepError::aws("CreateNetworkAclEntry", e);
-                match err.aws_code() {
-                    // Taken meanwhile (a concurrent execution): plan again from AWS.
-                    Some("NetworkAclEntryAlreadyExists") => {
-                        let fresh = describe_acls(ec2, None, &[acl_id.to_owned()]).await?;
-                        *entries = fresh.first().map(entries_of).unwrap_or_default();
-                    }
-                    Some("NetworkAclEntryLimitExceeded") => {
-                        return Ok(Placed::Gap(Gap::new(
-                            STEP,
-                            what(),
-                            format!("{err}: the ACL holds its quota of rules per direction"),
-                        )));
-                    }
-                    _ => return Err(err),
-                }
+            // Taken meanwhile (a concurrent execution): plan again from what AWS has.
+            Created::Taken => {}
+            Created::Full(err) => {
+                return Ok(Placed::Gap(Gap::new(
+                    STEP,
+                    what(),
+                    format!("{err}: the ACL holds its quota of rules per direction"),
+                )));
             }
         }
     }

@@ -190,7 +190,7 @@ pub async fn find(
                 "the EC2 client has no region: the endpoint service names com.amazonaws.<region>.<service> cannot be matched".into(),
             )
         })?;
-    let endpoints = describe_endpoints(ec2, vpc_id).await?;
+    let endpoints = facts::describe_vpc_endpoints(ec2, vpc_id, Some("available")).await?;
 
     let mut found = Found::default();
     let mut why: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -268,32 +268,6 @@ pub async fn find(
         found.missing.insert(svc.to_owned(), reason);
     }
     Ok(found)
-}
-
-async fn describe_endpoints(
-    ec2: &aws_sdk_ec2::Client,
-    vpc_id: &str,
-) -> Result<Vec<VpcEndpoint>, StepError> {
-    let mut out = Vec::new();
-    let mut token = None;
-    for _ in 0..MAX_PAGES {
-        let page = ec2
-            .describe_vpc_endpoints()
-            .filters(filter("vpc-id", vpc_id))
-            .filters(filter("vpc-endpoint-state", "available"))
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(|e| StepError::aws("DescribeVpcEndpoints", e))?;
-        out.extend(page.vpc_endpoints().iter().cloned());
-        token = page.next_token().map(str::to_owned);
-        if token.is_none() {
-            return Ok(out);
-        }
-    }
-    Err(StepError::invalid(format!(
-        "DescribeVpcEndpoints: more than {MAX_PAGES} pages in {vpc_id}; not every endpoint was read"
-    )))
 }
 
 async fn prefix_list(ec2: &aws_sdk_ec2::Client, name: &str) -> Result<Option<String>, StepError> {
