@@ -91,6 +91,19 @@ def wait_execution(stack, arn: str, timeout: float) -> tuple[dict, list]:
         time.sleep(0.5)
 
 
+def allow_rules(stack, vpc_id: str, iid: str) -> set[tuple]:
+    """The TCP allow rules for the instance's addresses in the VPC's network ACLs (the collection
+    path's), as (ACL, egress, CIDR, from port, to port), read from the emulator."""
+    enis = stack.ec2.describe_network_interfaces(Filters=[{"Name": "attachment.instance-id", "Values": [iid]}])
+    cidrs = {f"{a['PrivateIpAddress']}/32" for e in enis["NetworkInterfaces"] for a in e["PrivateIpAddresses"]}
+    acls = stack.ec2.describe_network_acls(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["NetworkAcls"]
+    return {
+        (a["NetworkAclId"], e["Egress"], e.get("CidrBlock"), e["PortRange"]["From"], e["PortRange"]["To"])
+        for a in acls for e in a["Entries"]
+        if e["RuleAction"] == "allow" and e["Protocol"] == "6" and e.get("CidrBlock") in cidrs
+    }
+
+
 def groups_of(stack, iid: str) -> dict[str, list[str]]:
     enis = stack.ec2.describe_network_interfaces(Filters=[{"Name": "attachment.instance-id", "Values": [iid]}])
     return {e["NetworkInterfaceId"]: sorted(g["GroupId"] for g in e["Groups"]) for e in enis["NetworkInterfaces"]}
@@ -99,6 +112,7 @@ def groups_of(stack, iid: str) -> dict[str, list[str]]:
 def test_the_collection_reaches_the_agent_through_the_endpoints_and_everything_is_closed_after(stack, vpc):
     inst = seed_here(stack, vpc, name="col-endpoints", ssm=True)
     iid = inst.instance_id
+    assert allow_rules(stack, vpc.vpc_id, iid) == set()
     # The command stays running until this test cancels it, so the path can be looked at meanwhile.
     stack.control("/ssm/behaviour", {"instance_id": iid, "mode": "hang"})
     incident = incident_id()
@@ -125,10 +139,13 @@ def test_the_collection_reaches_the_agent_through_the_endpoints_and_everything_i
             Filters=[{"Name": "prefix-list-name", "Values": ["com.amazonaws.us-east-1.s3"]}]
         )["PrefixLists"]
         assert {pl["PrefixListId"] for p in egress for pl in p.get("PrefixListIds", [])} == {s3_list["PrefixListId"]}
+        # The endpoints' subnet ACL lets exactly TCP 443 in from the instance and the answers out.
+        during = allow_rules(stack, vpc.vpc_id, iid)
+        assert {(r[1], r[3], r[4]) for r in during} == {(False, 443, 443), (True, 1024, 65535)}, during
         # The agent took it with the compromised role's credentials, through the exemption.
         assert channel_open_for(stack, iid)
         agent = stack.control(f"/ssm/agent?instance_id={iid}", method="GET")
-        assert "app-server" in json.dumps(agent.get("credentials", agent)), agent
+        assert agent["identity"]["role_arn"].endswith(":role/app-server"), agent["identity"]
     finally:
         stack.control("/ssm/behaviour", {"instance_id": iid}, method="DELETE")
     stack.ssm.cancel_command(CommandId=running["command_id"], InstanceIds=[iid])
@@ -140,10 +157,16 @@ def test_the_collection_reaches_the_agent_through_the_endpoints_and_everything_i
     # After: the isolation group again, the exemption closed, the forensic sessions revoked.
     assert_contained(stack, inst, incident, ssm_collected=None)
     assert not channel_open_for(stack, iid)
+    assert allow_rules(stack, vpc.vpc_id, iid) == set(), "the collection path's ACL rules are gone"
     forensic_role = stack.iam.get_instance_profile(
         InstanceProfileName=stack.seed["deployment"]["forensic_profile_name"]
     )["InstanceProfile"]["Roles"][0]["RoleName"]
-    assert f"cordon-forensic-{iid}" in stack.iam.list_role_policies(RoleName=forensic_role)["PolicyNames"]
+    doc = stack.iam.get_role_policy(RoleName=forensic_role, PolicyName=f"cordon-forensic-{iid}")["PolicyDocument"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    [deny] = doc["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Action"] == "*"
+    assert deny["Condition"]["StringEquals"]["ec2:SourceInstanceARN"].endswith(f":instance/{iid}")
+    assert deny["Condition"]["DateLessThan"]["aws:TokenIssueTime"] > desc["startDate"].isoformat()[:19]
 
 
 def test_a_full_collection_uploads_its_archive_through_the_presigned_url(stack, vpc):
@@ -177,7 +200,11 @@ def test_without_endpoints_the_default_records_a_gap_and_containment_is_complete
     assert desc["status"] == "SUCCEEDED", desc
     visited = states_entered(events)
     assert "Open collection path" in visited and "Send collection" not in visited, visited
+    # The revocation opened the agent's channel (the agent was online), and it was closed again.
+    manifest = json.loads(stack.get_object(f"{incident}/{inst.instance_id}/manifest.json")[0])
+    assert any(a["action"] == "close SSM agent channel" for a in manifest["actions"]), manifest["actions"]
     assert not channel_open_for(stack, inst.instance_id)
+    assert allow_rules(stack, bare.vpc_id, inst.instance_id) == set()
     [m] = notifications_for(stack, inst.instance_id)
     for service in ("ssm", "ssmmessages", "ec2messages", "s3"):
         assert service in m["Message"]
@@ -227,12 +254,17 @@ def test_with_role_wide_revocation_the_command_is_never_delivered_and_that_is_a_
         name=incident, timeout=480,
     )
     assert desc["status"] == "SUCCEEDED", desc
-    assert (invocation(stack, inst.instance_id) or {}).get("status") == "Cancelled"
+    inv = invocation(stack, inst.instance_id) or {}
+    assert inv.get("status") == "Cancelled", inv
+    # Never delivered because IAM denied the agent's channel (the role-wide cut-off), not the network.
+    assert "explicit deny" in inv.get("delivery", "") and "cordon-revoke" in inv["delivery"], inv
+    doc = stack.iam.get_role_policy(RoleName=name, PolicyName="cordon-revoke")["PolicyDocument"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    assert any(s.get("Sid") == "CordonRevokeOlderSessions" for s in doc["Statement"]), doc
     [m] = notifications_for(stack, inst.instance_id)
     assert "the SSM agent never took the command (Pending after" in m["Message"], m["Message"]
     desc = stack.ec2.describe_instances(InstanceIds=[inst.instance_id])["Reservations"][0]["Instances"][0]
     assert desc["MetadataOptions"]["HttpEndpoint"] == "disabled"
-    assert not channel_open_for_role(stack, name, inst.instance_id)
 
 
 def test_memory_is_captured_first_uploaded_and_hashed_in_the_manifest(stack, vpc, tmp_path):
@@ -248,6 +280,7 @@ def test_memory_is_captured_first_uploaded_and_hashed_in_the_manifest(stack, vpc
     avml.chmod(0o755)
     stack.control("/ssm/agent", {"instance_id": iid, "extra_path": [str(tools)], "memory_kib": 1048576})
     incident = incident_id()
+    since = stack.last_request_seq()
     desc, events = stack.run_execution(
         {"instance_id": iid, "incident_id": incident, "options": {"memory": True}}, name=incident, timeout=240
     )
@@ -260,13 +293,11 @@ def test_memory_is_captured_first_uploaded_and_hashed_in_the_manifest(stack, vpc
     assert hashlib.sha256(body).hexdigest() == artifact["sha256"]
     assert not [g for g in manifest["gaps"] if g["what"] == "memory image"], manifest["gaps"]
     # Memory came first: its upload arrived before the collection's.
-    order = [r for r in stack.requests(service="s3", action="PutObject") if r.get("auth") == "presigned"
-             and incident in json.dumps(r)]
-    if len(order) == 2:
-        assert "memory.lime" in json.dumps(order[0]), order
+    order = [r for r in stack.requests(service="s3", action="PutObject", since=since) if r.get("auth") == "presigned"]
+    assert len(order) == 2 and "memory.lime" in json.dumps(order[0]), order
 
 
-def test_without_a_capture_tool_memory_is_a_gap_and_nothing_is_installed(stack, vpc):
+def test_without_a_capture_tool_memory_is_a_gap_and_no_image_is_listed(stack, vpc):
     inst = seed_here(stack, vpc, name="col-no-avml", ssm=True)
     stack.control("/ssm/agent", {"instance_id": inst.instance_id, "memory_kib": 1048576})
     incident = incident_id()

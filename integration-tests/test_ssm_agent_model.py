@@ -215,8 +215,6 @@ def test_a_presigned_put_is_valid_only_for_its_method_key_and_lifetime():
     other = u.path.replace("collection.txt.gz", "memory.lime")
     assert verify_presigned("PUT", other, u.query, headers).code == "SignatureDoesNotMatch"
     assert verify_presigned("PUT", u.path, u.query, {"host": "127.0.0.1:1"}).code == "SignatureDoesNotMatch"
-    # Content-MD5 (what the collection script adds for Object Lock) may go unsigned; x-amz-* may not.
-    assert verify_presigned("PUT", u.path, u.query, {**headers, "content-md5": "1B2M2Y8AsgTpgAmY7PhCfg=="}) is None
     unsigned = verify_presigned("PUT", u.path, u.query, {**headers, "x-amz-checksum-crc32": "AAAAAA=="})
     assert (unsigned.status, unsigned.message) == (403, "There were headers present in the request which were not signed")
     expired = verify_presigned("PUT", u.path, u.query, headers, now=time.time() + 61)
@@ -225,6 +223,22 @@ def test_a_presigned_put_is_valid_only_for_its_method_key_and_lifetime():
         credentials_for("function", "cordon-ssm-collect")["AWS_ACCESS_KEY_ID"], "AKIAUNKNOWNKEY000000"
     )
     assert verify_presigned("PUT", u.path, forged, headers).code == "InvalidAccessKeyId"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="KNOWN LENIENCY (README, Not verified): S3 is reported to refuse an unsigned Content-MD5 on a "
+    "presigned request (HeadersNotSigned, aws/aws-sdk-ruby#543); the local check still accepts it, "
+    "because the collection script sends one and the staging-bucket fix is not built yet",
+)
+def test_an_unsigned_content_md5_on_a_presigned_put_is_refused_as_s3_does():
+    url = presigner().generate_presigned_url(
+        "put_object", Params={"Bucket": "evidence", "Key": "IR-1/i-0abc/ssm/collection.txt.gz"}, ExpiresIn=60
+    )
+    u = urlsplit(url)
+    headers = {"host": u.netloc, "content-md5": "1B2M2Y8AsgTpgAmY7PhCfg=="}
+    refused = verify_presigned("PUT", u.path, u.query, headers)
+    assert refused is not None and refused.status == 403
 
 
 # =========================================================================== on the local stack

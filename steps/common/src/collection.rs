@@ -6,9 +6,12 @@
 //! - **Delivery**: SSM gives the agent [`Budget::delivery_timeout`] seconds to take the command
 //!   ("If this time is reached and the command hasn't already started running, it won't run",
 //!   SendCommand `TimeoutSeconds`, 30 s minimum,
-//!   <https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_SendCommand.html>); the
-//!   invocation then ends `TimedOut` with details `DeliveryTimedOut`
-//!   (<https://docs.aws.amazon.com/systems-manager/latest/userguide/monitor-commands.html>).
+//!   <https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_SendCommand.html>).
+//!   When SSM then *reports* `DeliveryTimedOut` is not stated the same way everywhere: the
+//!   monitor-commands page and `Command.ExpiresAfter` say at the total timeout (delivery plus
+//!   execution, see below), GetCommandInvocation's `StatusDetails` says "before the delivery
+//!   timeout expired". Cordon does not rely on either: an invocation still `Pending` at the
+//!   deadline is cancelled and named as never taken (README, "Not verified").
 //! - **Execution**: the rest, `executionTimeout` of `AWS-RunShellScript` /
 //!   `AWS-RunPowerShellScript`, after which SSM stops the script ("ExecutionTimedOut", same page).
 //! - **The script's own budget**: one minute less, so that the script ends and uploads what it

@@ -80,8 +80,11 @@ const SID_CHANNEL: &str = "CordonRevokeExceptCollectionChannel";
 /// AmazonSSMManagedInstanceCore policy for these prefixes,
 /// <https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AmazonSSMManagedInstanceCore.html>).
 /// While the collection runs, a contained instance's own credentials may call these and nothing
-/// else (`NotAction` deny): the agent refreshes its credentials only at about half their
-/// lifetime, so until then it is the compromised role's credentials that carry the command.
+/// else (`NotAction` deny: "matches everything except the specified list of actions",
+/// <https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_notaction.html>):
+/// the agent refreshes its credentials only at about half their lifetime (amazon-ssm-agent
+/// `core/app/credentialrefresher/credentialrefresher.go`), so until then it is the compromised
+/// role's credentials that carry the command.
 pub const CHANNEL_ACTIONS: [&str; 11] = [
     "ssm:UpdateInstanceInformation",
     "ssmmessages:CreateControlChannel",

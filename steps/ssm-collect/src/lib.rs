@@ -12,8 +12,10 @@
 //! **How the output arrives.** The host's AWS credentials are not used for evidence at all. While
 //! the collection runs, the SSM agent usually still holds the compromised role's credentials: it
 //! refreshes instance-profile credentials only at about half their lifetime, so the forensic
-//! profile is not picked up for up to half an hour
-//! (<https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-instance-permissions.html>),
+//! profile is not picked up for up to half an hour (amazon-ssm-agent
+//! `core/app/credentialrefresher/credentialrefresher.go`, "half of the token's lifetime"; "SSM
+//! Agent will not process requests until" the credentials refresh,
+//! <https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-instance-profile.html>),
 //! and the revocation denies that role everything but the agent's channel (ARCHITECTURE.md,
 //! "Collection inside containment"). So SSM's own S3 output upload, made with the agent's
 //! credentials, would be refused. Instead this function presigns one S3 PUT URL per evidence key
@@ -479,7 +481,8 @@ async fn invocation(clients: &Clients, command_id: &str, id: &str) -> Result<See
             response_code: Some(i.response_code()).filter(|c| *c != -1),
             stdout: i.standard_output_content().unwrap_or_default().to_owned(),
         }),
-        // Right after SendCommand the invocation may not exist yet: that is "Pending".
+        // Right after SendCommand the invocation may not exist yet: that is "Pending" (the SDKs'
+        // own `CommandExecuted` waiter retries on it, botocore `ssm/2014-11-06/waiters-2.json`).
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_invocation_does_not_exist()) =>
@@ -640,7 +643,11 @@ async fn cancel(clients: &Clients, command_id: &str, id: &str) -> Result<(), Ste
         .await
     {
         Ok(_) => Ok(()),
-        // Already finished between the read and the cancel: nothing to cancel.
+        // Already finished between the read and the cancel: nothing to cancel. The API reference
+        // documents these codes only as "isn't valid"
+        // (<https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_CancelCommand.html>);
+        // reading them as "finished" is an assumption (README, "Not verified"): the status read
+        // after the cancel is what decides.
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_invalid_command_id() || s.is_duplicate_instance_id()) =>

@@ -9,7 +9,11 @@
 //! when one of its rules already exists (`InvalidPermission.Duplicate`) or, on revoke, is not
 //! there (`InvalidPermission.NotFound`)
 //! (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html>); for a single
-//! rule either code means a concurrent execution made the same change, which is success. Extras
+//! rule either code means a concurrent execution made the same change, which is success. (In a
+//! default VPC a revoke of a rule that is not there answers no error and lists it in
+//! `UnknownIpPermissions`,
+//! <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RevokeSecurityGroupEgress.html>:
+//! the same outcome here; either way the group is read back before the path counts as open.) Extras
 //! are revoked before the missing rules are added, so the group is never more open than both its
 //! old and its new rule set. Egress rules may name security groups (`UserIdGroupPairs`) and prefix lists
 //! (`PrefixListIds`) as destinations
